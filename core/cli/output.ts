@@ -1,0 +1,80 @@
+/**
+ * CLI output: one JSON document for `--json`, aligned tables for people, and the shapes the
+ * contract names.
+ *
+ * @module
+ */
+import type { RunResult } from "../executor.ts";
+import type { RunRecord, TaskInstanceRecord } from "../state/store.ts";
+
+/** Prints exactly one JSON document on stdout. */
+export function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+/** Formats rows as an aligned table. */
+export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
+  const cells = [
+    headers,
+    ...rows.map((r) => r.map((c) => (c === null || c === undefined ? "-" : String(c)))),
+  ];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
+  return cells.map((r) =>
+    r.map((c, i) => (i === r.length - 1 ? c : (c ?? "").padEnd(widths[i]!))).join("  ").trimEnd()
+  )
+    .join("\n");
+}
+
+/** The contract's run shape, from a stored run and its task instances. */
+export function runJson(run: RunRecord, tis: TaskInstanceRecord[], order?: string[]) {
+  const rank = new Map((order ?? []).map((id, i) => [id, i]));
+  const sorted = [...tis].sort((a, b) =>
+    (rank.get(a.taskId) ?? 1e9) - (rank.get(b.taskId) ?? 1e9) || a.taskId.localeCompare(b.taskId)
+  );
+  return {
+    runId: run.runId,
+    dagId: run.dagId,
+    logicalDate: run.logicalDate.toISOString(),
+    dataInterval: { start: run.intervalStart.toISOString(), end: run.intervalEnd.toISOString() },
+    state: run.state,
+    runType: run.runType,
+    startedAt: run.startedAt?.toISOString() ?? null,
+    endedAt: run.endedAt?.toISOString() ?? null,
+    tasks: sorted.map((t) => ({
+      taskId: t.taskId,
+      state: t.state,
+      attempts: t.tryNumber,
+      jobKey: t.jobKey,
+      zone: t.zone,
+      startedAt: t.startedAt?.toISOString() ?? null,
+      endedAt: t.endedAt?.toISOString() ?? null,
+      durationMs: t.startedAt && t.endedAt && t.endedAt >= t.startedAt
+        ? t.endedAt.getTime() - t.startedAt.getTime()
+        : null,
+      error: t.error,
+    })),
+  };
+}
+
+/** The contract's run shape, from an executor result. */
+export function resultJson(result: RunResult, extra: Record<string, unknown> = {}) {
+  return {
+    runId: result.runId,
+    dagId: result.dagId,
+    logicalDate: result.logicalDate,
+    state: result.state,
+    ...extra,
+    tasks: result.tasks.map((t) => ({
+      taskId: t.taskId,
+      state: t.state,
+      attempts: t.attempts,
+      jobKey: t.jobKey,
+      zone: t.zone,
+      startedAt: t.startedAt,
+      endedAt: t.endedAt,
+      durationMs: t.durationMs,
+      executed: t.executed,
+      error: t.error,
+    })),
+  };
+}
