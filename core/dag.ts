@@ -59,14 +59,18 @@ export interface TaskContext<P = Record<string, unknown>> {
   inputTags: Record<string, readonly string[]>;
   /** The zone this task runs in. */
   zone: Zone;
-  /** Creates datasets in the run's workspace (encrypted when the task is in the enclave). */
-  dataset(name?: string): Promise<DatasetWriter>;
+  /**
+   * Creates a dataset in the run's workspace, encrypted when the task's output is enclave data.
+   * `{ valueFree: true }` writes it in plaintext even in the enclave: only for data that holds no
+   * patron values (quarantine reasons, token crosswalks).
+   */
+  dataset(name?: string, options?: { valueFree?: boolean }): Promise<DatasetWriter>;
   /** The run's workspace. */
   workspace: Workspace;
   /**
    * Records a count for the audit trail (for example `tokenized: 1420`). Counts only, never values.
    */
-  count(operation: string, records: number, detail?: Record<string, string | number>): void;
+  count(operation: string, records: number, detail?: Record<string, unknown>): void;
 }
 
 /** The options every task accepts. */
@@ -87,6 +91,8 @@ export interface TaskOptions {
   description?: string;
   /** A named concurrency pool (for example `"ils"`). */
   pool?: string;
+  /** Tags on the task's output, such as `pii:raw` (a privacy checkpoint refuses it). */
+  outputTags?: readonly string[];
 }
 
 /** A task as a DAG file declares it: what `task()` and the operators return. */
@@ -98,8 +104,6 @@ export interface TaskSpec<P = Record<string, unknown>> extends Omit<TaskOptions,
   checkpoint?: boolean;
   /** The operator that made this spec, for display (`task`, `tokenize`, `schemaGate`, ...). */
   operator?: string;
-  /** Tags on the task's output, such as `pii:raw`, that a checkpoint refuses. */
-  outputTags?: readonly string[];
 }
 
 /** Retry, delay and timeout defaults for every task of a DAG. */
@@ -245,6 +249,12 @@ const taskSchema = z.object({
   outputTags: z.array(z.string()).optional(),
 }, { error: "expected a task (use task({...}) or an operator)" }).passthrough();
 
+/** An object's error: names unknown keys (`.strict()`), else `what`. */
+const objectError = (what: string) => (issue: { code?: string; keys?: readonly string[] }) =>
+  issue.code === "unrecognized_keys" && issue.keys
+    ? `unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`
+    : what;
+
 const defaultsSchema = z.object({
   retries: count("a number >= 0").optional(),
   retryDelay: duration.optional(),
@@ -252,7 +262,7 @@ const defaultsSchema = z.object({
     .optional(),
   maxRetryDelay: duration.optional(),
   timeout: duration.optional(),
-}, { error: "expected an object" }).strict();
+}, { error: objectError("expected an object") }).strict();
 
 const dagSchema = z.object({
   id: z.string({ error: "expected a DAG id" }).regex(/^[a-z][a-z0-9_]*$/, {
@@ -299,7 +309,7 @@ const dagSchema = z.object({
     { error: "expected an object of tasks" },
   ).refine((tasks) => Object.keys(tasks).length > 0, { error: "expected at least one task" }),
   tags: z.array(z.string()).optional(),
-}, { error: "expected a DAG config" }).strict();
+}, { error: objectError("expected a DAG config") }).strict();
 
 /** A task after validation: defaults applied, durations in milliseconds, zone resolved. */
 export interface ResolvedTask {

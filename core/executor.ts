@@ -481,14 +481,17 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
       inputTags: Object.fromEntries(t.after.map((u) => [u, nodes.get(u)!.task.outputTags])),
       zone: t.zone,
       workspace,
-      dataset: (name = "data") => workspace.create(t.id, name, t.outputZone === "enclave"),
+      dataset: (name = "data", opts) =>
+        workspace.create(t.id, name, t.outputZone === "enclave" && opts?.valueFree !== true),
       count: (operation, records, detail) => {
+        const { keyVersion, ...rest } = detail ?? {};
         counts.push(audit({
           taskId: t.id,
           operation,
           status: "counted",
           recordCount: records,
-          ...(detail ? { detail } : {}),
+          ...(typeof keyVersion === "string" ? { keyVersion } : {}),
+          ...(Object.keys(rest).length ? { detail: rest } : {}),
         }));
       },
     };

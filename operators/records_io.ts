@@ -1,0 +1,66 @@
+/**
+ * How operators read their upstream records and hand on their own: arrays stay arrays (small
+ * data), datasets stay datasets (streams with flat memory).
+ *
+ * @module
+ */
+import { Dataset, type DatasetRef, isDatasetRef, records, type TaskContext } from "../core/mod.ts";
+
+/** True when every upstream output is an in-memory array (or nothing). */
+export function inputsAreArrays(ctx: TaskContext<unknown>): boolean {
+  return Object.values(ctx.inputs).every((v) => v === null || v === undefined || Array.isArray(v));
+}
+
+/**
+ * The records of every upstream output, in the order of `after`, as one stream.
+ *
+ * @example
+ * ```ts ignore
+ * for await (const record of upstreamRecords(ctx)) console.log(Object.keys(record));
+ * ```
+ */
+export async function* upstreamRecords(
+  ctx: TaskContext<unknown>,
+  only?: string,
+): AsyncIterable<Record<string, unknown>> {
+  if (only !== undefined && !(only in ctx.inputs)) {
+    throw new Error(`Cannot read input "${only}": it is not an upstream of "${ctx.taskId}"`);
+  }
+  const entries = only === undefined
+    ? Object.entries(ctx.inputs)
+    : [[only, ctx.inputs[only]] as [string, unknown]];
+  for (const [id, value] of entries) {
+    if (isDatasetRef(value) && !(value instanceof Dataset)) {
+      throw new Error(`Cannot read input "${id}": a stored dataset reference without a workspace`);
+    }
+    yield* records(value);
+  }
+}
+
+/**
+ * Hands records on: an array when the inputs were arrays, else a dataset written as it streams.
+ */
+export async function emitRecords(
+  ctx: TaskContext<unknown>,
+  source: AsyncIterable<Record<string, unknown>>,
+  options: { asArray: boolean; name?: string },
+): Promise<Record<string, unknown>[] | Dataset> {
+  if (options.asArray) {
+    const out: Record<string, unknown>[] = [];
+    for await (const r of source) out.push(r);
+    return out;
+  }
+  const writer = await ctx.dataset(options.name ?? "data");
+  try {
+    await writer.writeAll(source);
+  } catch (error) {
+    await writer.abort();
+    throw error;
+  }
+  return await writer.close();
+}
+
+/** A dataset's stored reference, for reports. */
+export function refOf(dataset: Dataset): DatasetRef {
+  return dataset.ref;
+}
