@@ -306,7 +306,12 @@ const dagSchema = z.object({
       error: "expected task ids matching /^[a-z][a-z0-9_]*$/",
     }),
     taskSchema,
-    { error: "expected an object of tasks" },
+    {
+      error: (issue) =>
+        issue.code === "invalid_key"
+          ? "expected task ids matching /^[a-z][a-z0-9_]*$/"
+          : "expected an object of tasks",
+    },
   ).refine((tasks) => Object.keys(tasks).length > 0, { error: "expected at least one task" }),
   tags: z.array(z.string()).optional(),
 }, { error: objectError("expected a DAG config") }).strict();

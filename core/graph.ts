@@ -90,8 +90,9 @@ function findCycle(tasks: Map<string, ResolvedTask>): string[] | undefined {
       const c = color.get(up) ?? WHITE;
       if (c === GREY) {
         // The cycle runs from `up` along the stack back to `id`; print it in data-flow order.
-        const loop = stack.slice(stack.indexOf(up)).reverse();
-        return [...loop, loop[0]!];
+        // Start at `up`, where the search entered the cycle (the first declared task of it).
+        const loop = [up, ...stack.slice(stack.indexOf(up) + 1).reverse()];
+        return [...loop, up];
       }
       if (c === WHITE) {
         const found = visit(up);

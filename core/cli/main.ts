@@ -13,6 +13,10 @@ import { CliContext } from "./context.ts";
 import { registerDags } from "./dags.ts";
 import { registerRuns } from "./runs.ts";
 import { registerTasks } from "./tasks.ts";
+import { registerAudit } from "./audit.ts";
+import { registerCompliance } from "./compliance.ts";
+import { registerKeys } from "./keys.ts";
+import { registerPurge } from "./purge.ts";
 
 /** Builds the program. */
 export function buildProgram(state: CommandState, contextRef: { current?: CliContext }): Command {
@@ -35,6 +39,10 @@ export function buildProgram(state: CommandState, contextRef: { current?: CliCon
   registerDags(program, context, state);
   registerTasks(program, context, state);
   registerRuns(program, context, state);
+  registerAudit(program, context, state);
+  registerPurge(program, context, state);
+  registerKeys(program, context, state);
+  registerCompliance(program, context, state);
   const exitOverride = (cmd: Command) => {
     cmd.exitOverride();
     cmd.configureOutput(program.configureOutput());

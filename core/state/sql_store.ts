@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { type AuditEntry, type AuditInput, chainEntry } from "../audit.ts";
 import type { SqlClient } from "./sql_client.ts";
 import { migrate } from "./migrate.ts";
@@ -140,8 +141,34 @@ function setClause(
   return sets.join(", ");
 }
 
+const auditLog = getLogger(["carrel", "audit"]);
+
+/** Sends committed audit entries to LogTape as well (JSON lines, the rotating file sink). */
+function logAudit(entries: readonly AuditEntry[]): void {
+  for (const e of entries) {
+    auditLog.info("{operation} {status}", {
+      seq: e.seq,
+      timestamp: e.at,
+      correlation_id: e.correlationId,
+      service: "carrel",
+      dag_id: e.dagId,
+      task_id: e.taskId,
+      operation: e.operation,
+      status: e.status,
+      record_count: e.recordCount,
+      key_version: e.keyVersion,
+      compliance_boundary: "enforced",
+      hash: e.hash,
+    });
+  }
+}
+
 /** Appends audit entries inside an open transaction, extending the hash chain. */
-async function appendAuditTx(tx: SqlClient, inputs: readonly AuditInput[]): Promise<void> {
+async function appendAuditTx(
+  tx: SqlClient,
+  inputs: readonly AuditInput[],
+  appended: AuditEntry[],
+): Promise<void> {
   if (inputs.length === 0) return;
   const [head] = await tx.query<{ seq: string | number; hash: string }>(
     "SELECT seq::text AS seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
@@ -169,6 +196,7 @@ async function appendAuditTx(tx: SqlClient, inputs: readonly AuditInput[]): Prom
       ],
     );
     previous = { seq: entry.seq, hash: entry.hash };
+    appended.push(entry);
   }
   await tx.query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", [
     previous.seq,
@@ -184,12 +212,20 @@ export class SqlStateStore implements StateStore {
     return this.client.kind;
   }
 
+  /** A transaction whose audit entries go to the log once it has committed. */
+  async #tx<T>(fn: (tx: SqlClient, logged: AuditEntry[]) => Promise<T>): Promise<T> {
+    const logged: AuditEntry[] = [];
+    const result = await this.client.transaction((tx) => fn(tx, logged));
+    logAudit(logged);
+    return result;
+  }
+
   migrate(): Promise<void> {
     return migrate(this.client);
   }
 
   async createRun(run: NewRun, audit?: AuditInput): Promise<{ run: RunRecord; created: boolean }> {
-    return await this.client.transaction(async (tx) => {
+    return await this.#tx(async (tx, logged) => {
       const inserted = await tx.query<Row>(
         `INSERT INTO dag_runs (run_id, dag_id, logical_date, interval_start, interval_end, params,
            params_hash, run_type, state)
@@ -208,7 +244,7 @@ export class SqlStateStore implements StateStore {
         ],
       );
       if (inserted[0]) {
-        if (audit) await appendAuditTx(tx, [audit]);
+        if (audit) await appendAuditTx(tx, [audit], logged);
         return { run: toRun(inserted[0]), created: true };
       }
       const existing = await tx.query<Row>(
@@ -254,7 +290,7 @@ export class SqlStateStore implements StateStore {
       audit?: AuditInput[];
     } = {},
   ): Promise<boolean> {
-    return await this.client.transaction(async (tx) => {
+    return await this.#tx(async (tx, logged) => {
       const params: unknown[] = [];
       const sets = setClause(patch, RUN_COLUMNS, params);
       params.push(runId);
@@ -275,14 +311,14 @@ export class SqlStateStore implements StateStore {
         params,
       );
       if (rows.length === 0) return false;
-      await appendAuditTx(tx, options.audit ?? []);
+      await appendAuditTx(tx, options.audit ?? [], logged);
       return true;
     });
   }
 
   async ensureTaskInstances(rows: readonly NewTaskInstance[]): Promise<void> {
     if (rows.length === 0) return;
-    await this.client.transaction(async (tx) => {
+    await this.#tx(async (tx, logged) => {
       const chunk = 500;
       for (let i = 0; i < rows.length; i += chunk) {
         const part = rows.slice(i, i + chunk);
@@ -328,7 +364,7 @@ export class SqlStateStore implements StateStore {
     patch: TaskPatch,
     options: { expect?: TaskExpectation; audit?: AuditInput[] } = {},
   ): Promise<boolean> {
-    return await this.client.transaction(async (tx) => {
+    return await this.#tx(async (tx, logged) => {
       const params: unknown[] = [];
       const sets = setClause(patch, TASK_COLUMNS, params);
       params.push(jobKey);
@@ -349,13 +385,13 @@ export class SqlStateStore implements StateStore {
         params,
       );
       if (rows.length === 0) return false;
-      await appendAuditTx(tx, options.audit ?? []);
+      await appendAuditTx(tx, options.audit ?? [], logged);
       return true;
     });
   }
 
   async appendAudit(entries: readonly AuditInput[]): Promise<void> {
-    await this.client.transaction((tx) => appendAuditTx(tx, entries));
+    await this.#tx((tx, logged) => appendAuditTx(tx, entries, logged));
   }
 
   async *iterateAudit(
@@ -395,13 +431,13 @@ export class SqlStateStore implements StateStore {
   }
 
   async setPaused(dagId: string, paused: boolean, audit?: AuditInput): Promise<void> {
-    await this.client.transaction(async (tx) => {
+    await this.#tx(async (tx, logged) => {
       await tx.query(
         `INSERT INTO dag_flags (dag_id, paused) VALUES ($1, $2)
          ON CONFLICT (dag_id) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now()`,
         [dagId, paused],
       );
-      if (audit) await appendAuditTx(tx, [audit]);
+      if (audit) await appendAuditTx(tx, [audit], logged);
     });
   }
 
@@ -416,7 +452,7 @@ export class SqlStateStore implements StateStore {
     olderThan: Date,
     options: { dryRun: boolean; audit: AuditInput },
   ): Promise<PurgeResult> {
-    return await this.client.transaction(async (tx) => {
+    return await this.#tx(async (tx, logged) => {
       const runs = await tx.query<{ run_id: string; tis: string }>(
         `SELECT r.run_id, (SELECT count(*) FROM task_instances t WHERE t.run_id = r.run_id)::text AS tis
          FROM dag_runs r
@@ -438,7 +474,7 @@ export class SqlStateStore implements StateStore {
           ...options.audit,
           recordCount: result.runs.length,
           detail: { ...(options.audit.detail ?? {}), taskInstances: result.taskInstances },
-        }]);
+        }], logged);
       }
       return result;
     });
@@ -448,7 +484,7 @@ export class SqlStateStore implements StateStore {
     olderThan: Date,
     options: { dryRun: boolean; correlationId: string },
   ): Promise<number> {
-    return await this.client.transaction(async (tx) => {
+    return await this.#tx(async (tx, logged) => {
       const [last] = await tx.query<{ seq: string; hash: string; n: string }>(
         `SELECT max(seq)::text AS seq,
            (SELECT hash FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log WHERE at < $1)) AS hash,
@@ -467,7 +503,7 @@ export class SqlStateStore implements StateStore {
         status: "success",
         recordCount: n,
         detail: { lastDeletedSeq: Number(last!.seq), lastDeletedHash: last!.hash },
-      }]);
+      }], logged);
       return n;
     });
   }
