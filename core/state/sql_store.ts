@@ -318,7 +318,7 @@ export class SqlStateStore implements StateStore {
 
   async ensureTaskInstances(rows: readonly NewTaskInstance[]): Promise<void> {
     if (rows.length === 0) return;
-    await this.#tx(async (tx, logged) => {
+    await this.client.transaction(async (tx) => {
       const chunk = 500;
       for (let i = 0; i < rows.length; i += chunk) {
         const part = rows.slice(i, i + chunk);
