@@ -1,0 +1,164 @@
+/**
+ * Connection resolution for SQL operators.
+ *
+ * A DAG names its connections (`"ils"`, `"warehouse"`) and the URL comes from the environment
+ * (`CARREL_CONN_ILS`), so credentials never live in DAG files. Every string meant for humans
+ * (logs, errors, the UI) uses {@linkcode maskUrl} so a password never leaves this module.
+ *
+ * @module
+ */
+
+/** Read access to environment variables; `Deno.env` satisfies it. */
+export interface EnvReader {
+  /** Returns the value of the variable, or `undefined` when it is not set. */
+  get(name: string): string | undefined;
+}
+
+/** A connection resolved from a name or a URL. */
+export interface ResolvedConnection {
+  /** The connection name (`"ils"`), or the masked URL when a URL was given directly. */
+  name: string;
+  /** The full URL including credentials. Never log it; use {@linkcode ResolvedConnection.display}. */
+  url: string;
+  /** The URL with its password masked, safe for logs and errors. */
+  display: string;
+}
+
+/** Raised when a connection cannot be resolved. The message never contains a password. */
+export class ConnectionError extends Error {
+  /** The environment variable involved, when there is one. */
+  readonly variable: string | undefined;
+
+  /**
+   * Creates a connection error.
+   *
+   * @example Usage
+   * ```ts
+   * import { ConnectionError } from "./connection.ts";
+   * const err = new ConnectionError("Cannot resolve connection \"ils\": CARREL_CONN_ILS is not set", "CARREL_CONN_ILS");
+   * console.log(err.variable); // "CARREL_CONN_ILS"
+   * ```
+   */
+  constructor(message: string, variable?: string) {
+    super(message);
+    this.name = "ConnectionError";
+    this.variable = variable;
+  }
+}
+
+const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const MASK = "***";
+
+/**
+ * Returns whether a string looks like a PostgreSQL connection URL.
+ *
+ * @example Usage
+ * ```ts
+ * import { isPostgresUrl } from "./connection.ts";
+ * console.log(isPostgresUrl("postgres://carrel@db/ils")); // true
+ * console.log(isPostgresUrl("ils")); // false
+ * ```
+ */
+export function isPostgresUrl(value: string): boolean {
+  return URL_SCHEME.test(value);
+}
+
+/**
+ * Returns the name of the environment variable that holds connection `name`:
+ * uppercased, every character that is not a letter or digit replaced by `_`.
+ *
+ * @example Usage
+ * ```ts
+ * import { connectionVariable } from "./connection.ts";
+ * console.log(connectionVariable("koha-prod")); // "CARREL_CONN_KOHA_PROD"
+ * ```
+ */
+export function connectionVariable(name: string): string {
+  return `CARREL_CONN_${name.toUpperCase().replace(/[^A-Z0-9]/g, "_")}`;
+}
+
+/**
+ * Masks the password of a connection URL (and any `password=` query parameter).
+ *
+ * Works on malformed URLs too: when the user-info part is ambiguous it masks more rather
+ * than less (a password containing `@` or `/` is still hidden).
+ *
+ * @example Usage
+ * ```ts
+ * import { maskUrl } from "./connection.ts";
+ * console.log(maskUrl("postgres://carrel:s3cret@db.example.org:5432/ils"));
+ * // "postgres://carrel:***@db.example.org:5432/ils"
+ * ```
+ */
+export function maskUrl(url: string): string {
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(url);
+  if (scheme === null) {
+    // Not a URL; it may still be "user:password@host". Mask everything between ':' and '@'.
+    const at = url.lastIndexOf("@");
+    const colon = url.indexOf(":");
+    return at > 0 && colon >= 0 && colon < at
+      ? `${url.slice(0, colon + 1)}${MASK}${url.slice(at)}`
+      : url;
+  }
+  const prefix = scheme[0];
+  let rest = url.slice(prefix.length);
+  const at = rest.lastIndexOf("@");
+  if (at >= 0) {
+    const colon = rest.indexOf(":");
+    if (colon >= 0 && colon < at) {
+      rest = `${rest.slice(0, colon + 1)}${MASK}${rest.slice(at)}`;
+    }
+  }
+  rest = rest.replace(/([?&]password=)[^&#]*/gi, `$1${MASK}`);
+  return prefix + rest;
+}
+
+/**
+ * Resolves a connection name or URL.
+ *
+ * - A `postgres://` or `postgresql://` URL is used as is.
+ * - A name such as `ils` is looked up in the environment variable `CARREL_CONN_ILS`
+ *   (see {@linkcode connectionVariable}); a missing variable is an error naming the variable.
+ *
+ * The returned `display` is masked and safe to log; errors never contain the password.
+ *
+ * @example Usage
+ * ```ts
+ * import { resolveConnection } from "./connection.ts";
+ * const env = new Map([["CARREL_CONN_ILS", "postgres://carrel:pw@db/evergreen"]]);
+ * const conn = resolveConnection("ils", env);
+ * console.log(conn.display); // "postgres://carrel:***@db/evergreen"
+ * ```
+ */
+export function resolveConnection(
+  nameOrUrl: string,
+  env: EnvReader = Deno.env,
+): ResolvedConnection {
+  const value = nameOrUrl.trim();
+  if (isPostgresUrl(value)) {
+    const display = maskUrl(value);
+    return { name: display, url: value, display };
+  }
+  if (!NAME.test(value)) {
+    // Never echo the input: it might be a URL with credentials but a mistyped scheme.
+    throw new ConnectionError(
+      "Cannot resolve connection: expected a connection name (letters, digits, '_', '-', '.') or a postgres:// URL",
+    );
+  }
+  const variable = connectionVariable(value);
+  const url = env.get(variable)?.trim();
+  if (url === undefined || url === "") {
+    throw new ConnectionError(
+      `Cannot resolve connection "${value}": ${variable} is not set`,
+      variable,
+    );
+  }
+  if (!isPostgresUrl(url)) {
+    throw new ConnectionError(
+      `Cannot resolve connection "${value}": ${variable} does not hold a postgres:// or postgresql:// URL`,
+      variable,
+    );
+  }
+  return { name: value, url, display: maskUrl(url) };
+}
