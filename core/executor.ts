@@ -15,6 +15,7 @@ import { canonicalJson, jobKey, runIdFor, sha256Hex } from "./job_key.ts";
 import { runLogger } from "./log.ts";
 import { ownerId, ownerIsDead } from "./owner.ts";
 import { isPrivacySafe } from "./privacy_safe.ts";
+import { decideTrigger, runStateFromLeaves } from "./trigger_rules.ts";
 import type {
   RunRecord,
   RunState,
@@ -109,8 +110,12 @@ export interface ExecuteOptions {
   maxOutputBytes?: number;
   /** The key version in use (for the run record and the audit trail). */
   keyVersion?: string;
-  /** Outputs of tasks taken as already succeeded (for `tasks test`). */
+  /** Outputs of tasks taken as already succeeded (for `tasks test` and workers). */
   seed?: ReadonlyMap<string, unknown>;
+  /** Final states other than success of tasks outside `only` (for workers). */
+  seedStates?: ReadonlyMap<string, TaskState>;
+  /** Without a store: receives the audit entries a store would have recorded. */
+  onAudit?: (entries: AuditInput[]) => void;
   /** Only these tasks execute; the others (unless seeded) are left out. */
   only?: ReadonlySet<string>;
 }
@@ -142,7 +147,6 @@ interface Node {
 }
 
 const FINAL: ReadonlySet<TaskState> = new Set(["success", "failed", "upstream_failed", "skipped"]);
-const FAILED: ReadonlySet<TaskState> = new Set(["failed", "upstream_failed"]);
 
 /** The job keys of a run's tasks. */
 export function jobKeysFor(
@@ -264,7 +268,12 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
       recompute: false,
       retryAt: null,
     };
-    if (options.seed?.has(id)) {
+    const seededState = options.seedStates?.get(id);
+    if (seededState) {
+      node.state = seededState;
+      node.hasOutput = seededState === "skipped";
+      node.output = null;
+    } else if (options.seed?.has(id)) {
       node.state = "success";
       node.hasOutput = true;
       node.output = options.seed.get(id);
@@ -375,7 +384,10 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
     entries: AuditInput[],
   ) => {
     n.state = state;
-    if (!store) return;
+    if (!store) {
+      options.onAudit?.(entries);
+      return;
+    }
     if (n.recompute && state !== "failed") {
       // Its success was recorded before: the recomputation is noted in the audit trail only.
       await store.appendAudit(entries);
@@ -384,42 +396,8 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
     await store.updateTaskInstance(n.jobKey, { ...patch, state }, { audit: entries });
   };
 
-  const decide = (n: Node): "run" | "wait" | "skip" | "upstream_failed" => {
-    const ups = n.task.after.map((u) => nodes.get(u)!.state);
-    if (ups.length === 0) return "run";
-    const done = ups.filter((s) => FINAL.has(s));
-    const all = done.length === ups.length;
-    const success = ups.filter((s) => s === "success").length;
-    const failed = ups.filter((s) => FAILED.has(s)).length;
-    const skipped = ups.filter((s) => s === "skipped").length;
-    switch (n.task.triggerRule) {
-      case "all_success":
-        if (failed > 0) return "upstream_failed";
-        if (skipped > 0) return "skip";
-        return all ? "run" : "wait";
-      case "all_failed":
-        if (success > 0 || skipped > 0) return "skip";
-        return all ? "run" : "wait";
-      case "all_done":
-        return all ? "run" : "wait";
-      case "one_success":
-        if (success > 0) return "run";
-        if (!all) return "wait";
-        return skipped === ups.length ? "skip" : "upstream_failed";
-      case "one_failed":
-        if (failed > 0) return "run";
-        return all ? "skip" : "wait";
-      case "none_failed":
-        if (failed > 0) return "upstream_failed";
-        return all ? "run" : "wait";
-      case "none_failed_min_one_success":
-        if (failed > 0) return "upstream_failed";
-        if (!all) return "wait";
-        return success > 0 ? "run" : "skip";
-      case "always":
-        return "run";
-    }
-  };
+  const decide = (n: Node) =>
+    decideTrigger(n.task.triggerRule, n.task.after.map((u) => nodes.get(u)!.state));
 
   const inputsOf = async (n: Node): Promise<Record<string, unknown>> => {
     const inputs: Record<string, unknown> = {};
@@ -503,7 +481,8 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
       outcome = {
         ok: false,
         error: signal.aborted && !(error instanceof SkipTask)
-          ? abortReason(signal, t, error)
+          // The run signal's own reason reaches the attempt's signal before `onAbort` runs.
+          ? runSignal.aborted ? new CancelledError() : abortReason(signal, t, error)
           : error,
       };
     }
@@ -728,9 +707,8 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
     }
   } else {
     const leaves = dag.order.filter((id) => dag.downstream.get(id)!.length === 0);
-    const anyFailedLeaf = leaves.some((id) => FAILED.has(nodes.get(id)!.state));
     const unfinished = [...nodes.values()].some((n) => !FINAL.has(n.state));
-    state = anyFailedLeaf || unfinished ? "failed" : "success";
+    state = unfinished ? "failed" : runStateFromLeaves(leaves.map((id) => nodes.get(id)!.state));
   }
   const durationMs = performance.now() - t0;
   if (store) {
@@ -846,8 +824,12 @@ async function materialize(value: unknown, ctx: TaskContext, t: ResolvedTask): P
   return value;
 }
 
-function storedOutput(
-  t: ResolvedTask,
+/**
+ * What the state store keeps of a task's output: JSON up to `maxBytes`, a dataset reference, or
+ * nothing for enclave data (kept in memory and recomputed when needed).
+ */
+export function storedOutput(
+  t: Pick<ResolvedTask, "id" | "outputZone">,
   value: unknown,
   maxBytes: number,
 ): { ok: true; kind: "json" | "dataset" | "enclave" | null; value: unknown } | {

@@ -10,8 +10,17 @@
 import { type Cron, parseCronExpression } from "cron-schedule";
 import type { DataInterval, ResolvedDag } from "./dag.ts";
 
+/**
+ * Cron-schedule reads the process's local clock; Carrel feeds it wall-clock dates held as UTC, so
+ * local time must be UTC. Deno applies a `TZ` change at once.
+ */
+function ensureUtc(): void {
+  if (new Date(0).getTimezoneOffset() !== 0) Deno.env.set("TZ", "UTC");
+}
+
 const crons = new Map<string, Cron>();
 function cronOf(expression: string): Cron {
+  ensureUtc();
   let cron = crons.get(expression);
   if (!cron) {
     cron = parseCronExpression(expression);

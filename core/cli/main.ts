@@ -17,6 +17,7 @@ import { registerAudit } from "./audit.ts";
 import { registerCompliance } from "./compliance.ts";
 import { registerKeys } from "./keys.ts";
 import { registerPurge } from "./purge.ts";
+import { registerScheduling } from "./scheduling.ts";
 
 /** Builds the program. */
 export function buildProgram(state: CommandState, contextRef: { current?: CliContext }): Command {
@@ -43,6 +44,7 @@ export function buildProgram(state: CommandState, contextRef: { current?: CliCon
   registerPurge(program, context, state);
   registerKeys(program, context, state);
   registerCompliance(program, context, state);
+  registerScheduling(program, context, state);
   const exitOverride = (cmd: Command) => {
     cmd.exitOverride();
     cmd.configureOutput(program.configureOutput());

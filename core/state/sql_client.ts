@@ -15,6 +15,8 @@ export interface SqlClient {
   exec(script: string): Promise<void>;
   /** Runs `fn` in one transaction: committed when it returns, rolled back when it throws. */
   transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T>;
+  /** LISTENs on a channel; returns a function that stops listening. */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -45,6 +47,9 @@ class PgliteTx implements SqlClient {
   transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T> {
     return fn(this);
   }
+  listen(_channel: string, _onNotify: (payload: string) => void): Promise<() => Promise<void>> {
+    return Promise.reject(new Error("Cannot LISTEN inside a transaction"));
+  }
   close(): Promise<void> {
     return Promise.resolve();
   }
@@ -73,6 +78,10 @@ export class PgliteClient implements SqlClient {
   transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T> {
     return this.#mutex.run(() => this.db.transaction((tx) => fn(new PgliteTx(tx))));
   }
+  async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
+    const stop = await this.db.listen(channel, onNotify);
+    return async () => await stop();
+  }
   close(): Promise<void> {
     return this.#mutex.run(() => this.db.close());
   }
@@ -91,6 +100,9 @@ class PostgresTx implements SqlClient {
   }
   transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T> {
     return fn(this);
+  }
+  listen(_channel: string, _onNotify: (payload: string) => void): Promise<() => Promise<void>> {
+    return Promise.reject(new Error("Cannot LISTEN inside a transaction"));
   }
   close(): Promise<void> {
     return Promise.resolve();
@@ -118,6 +130,17 @@ export class PostgresClient extends PostgresTx {
 
   override transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T> {
     return this.root.begin((tx) => fn(new PostgresTx(tx))) as Promise<T>;
+  }
+  override async listen(
+    channel: string,
+    onNotify: (payload: string) => void,
+  ): Promise<() => Promise<void>> {
+    const { unlisten } = await this.root.listen(channel, onNotify);
+    return async () => await unlisten();
+  }
+  /** A dedicated connection, for session-level advisory locks. */
+  reserve(): Promise<postgres.ReservedSql> {
+    return this.root.reserve();
   }
   override close(): Promise<void> {
     return this.root.end({ timeout: 5 });

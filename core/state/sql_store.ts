@@ -36,6 +36,7 @@ const TASK_COLUMNS: Record<keyof TaskPatch, string> = {
   tryNumber: "try_number",
   maxTries: "max_tries",
   nextAttemptAt: "next_attempt_at",
+  queuedAt: "queued_at",
   owner: "owner",
   leaseUntil: "lease_until",
   startedAt: "started_at",
@@ -47,10 +48,14 @@ const TASK_COLUMNS: Record<keyof TaskPatch, string> = {
 
 const date = (v: unknown): Date | null =>
   v === null || v === undefined ? null : v instanceof Date ? v : new Date(String(v));
-/** Both drivers parse jsonb already. */
+/**
+ * Both drivers parse jsonb already. Values are written as JSON text through `$n::text::jsonb`:
+ * postgres.js would JSON-encode a string sent for a `jsonb` parameter a second time.
+ */
 const json = (v: unknown): unknown => v ?? null;
 
-function toRun(r: Row): RunRecord {
+/** Maps a `dag_runs` row. */
+export function toRun(r: Row): RunRecord {
   return {
     runId: r.run_id as string,
     dagId: r.dag_id as string,
@@ -61,6 +66,7 @@ function toRun(r: Row): RunRecord {
     paramsHash: r.params_hash as string,
     runType: r.run_type as RunRecord["runType"],
     state: r.state as RunState,
+    executor: (r.executor as RunRecord["executor"] | undefined) ?? "local",
     owner: (r.owner as string | null) ?? null,
     leaseUntil: date(r.lease_until),
     keyVersion: (r.key_version as string | null) ?? null,
@@ -70,7 +76,8 @@ function toRun(r: Row): RunRecord {
   };
 }
 
-function toTask(r: Row): TaskInstanceRecord {
+/** Maps a `task_instances` row. */
+export function toTask(r: Row): TaskInstanceRecord {
   return {
     jobKey: r.job_key as string,
     runId: r.run_id as string,
@@ -79,6 +86,7 @@ function toTask(r: Row): TaskInstanceRecord {
     mapIndex: Number(r.map_index),
     zone: r.zone as TaskInstanceRecord["zone"],
     pool: (r.pool as string | null) ?? null,
+    unit: (r.unit as string | null) ?? null,
     state: r.state as TaskInstanceRecord["state"],
     tryNumber: Number(r.try_number),
     maxTries: Number(r.max_tries),
@@ -90,6 +98,7 @@ function toTask(r: Row): TaskInstanceRecord {
     outputKind: (r.output_kind as TaskInstanceRecord["outputKind"]) ?? null,
     output: json(r.output),
     error: (r.error as string | null) ?? null,
+    queuedAt: date(r.queued_at),
     updatedAt: date(r.updated_at)!,
   };
 }
@@ -133,7 +142,7 @@ function setClause(
     params.push(encode(column, value));
     sets.push(
       column === "output"
-        ? `${column} = $${params.length}::jsonb`
+        ? `${column} = $${params.length}::text::jsonb`
         : `${column} = $${params.length}`,
     );
   }
@@ -179,7 +188,7 @@ async function appendAuditTx(
     await tx.query(
       `INSERT INTO audit_log (seq, at, correlation_id, dag_id, task_id, operation, status,
          record_count, key_version, detail, prev_hash, hash)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)`,
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb, $11, $12)`,
       [
         entry.seq,
         entry.at,
@@ -228,8 +237,8 @@ export class SqlStateStore implements StateStore {
     return await this.#tx(async (tx, logged) => {
       const inserted = await tx.query<Row>(
         `INSERT INTO dag_runs (run_id, dag_id, logical_date, interval_start, interval_end, params,
-           params_hash, run_type, state)
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
+           params_hash, run_type, state, executor)
+         VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10)
          ON CONFLICT DO NOTHING RETURNING *`,
         [
           run.runId,
@@ -241,6 +250,7 @@ export class SqlStateStore implements StateStore {
           run.paramsHash,
           run.runType,
           run.state,
+          run.executor ?? "local",
         ],
       );
       if (inserted[0]) {
@@ -324,9 +334,9 @@ export class SqlStateStore implements StateStore {
         const part = rows.slice(i, i + chunk);
         await tx.query(
           `INSERT INTO task_instances (job_key, run_id, dag_id, task_id, map_index, zone, pool,
-             state, max_tries)
+             state, max_tries, unit)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
-             $6::text[], $7::text[], $8::text[], $9::int[])
+             $6::text[], $7::text[], $8::text[], $9::int[], $10::text[])
            ON CONFLICT DO NOTHING`,
           [
             part.map((r) => r.jobKey),
@@ -338,6 +348,7 @@ export class SqlStateStore implements StateStore {
             part.map((r) => r.pool),
             part.map((r) => r.state),
             part.map((r) => r.maxTries),
+            part.map((r) => r.unit ?? null),
           ],
         );
       }
@@ -506,6 +517,38 @@ export class SqlStateStore implements StateStore {
       }], logged);
       return n;
     });
+  }
+
+  /**
+   * Runs `fn` in one transaction; audit entries it appends join the chain in the same
+   * transaction and go to the log after commit. For the distributed executor.
+   */
+  atomically<T>(
+    fn: (tx: SqlClient, audit: (entries: readonly AuditInput[]) => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    return this.#tx((tx, logged) => fn(tx, (entries) => appendAuditTx(tx, entries, logged)));
+  }
+
+  async setPool(name: string, slots: number | null): Promise<void> {
+    if (slots === null) {
+      await this.client.query("DELETE FROM pools WHERE name = $1", [name]);
+      return;
+    }
+    await this.client.query(
+      `INSERT INTO pools (name, slots) VALUES ($1, $2)
+       ON CONFLICT (name) DO UPDATE SET slots = EXCLUDED.slots, updated_at = now()`,
+      [name, slots],
+    );
+  }
+
+  async listPools(): Promise<{ name: string; slots: number; running: number }[]> {
+    const rows = await this.client.query<{ name: string; slots: number; running: string }>(
+      `SELECT p.name, p.slots,
+         (SELECT count(DISTINCT coalesce(t.unit || '@' || t.run_id, t.job_key)) FROM task_instances t
+          WHERE t.pool = p.name AND t.state = 'running')::text AS running
+       FROM pools p ORDER BY p.name`,
+    );
+    return rows.map((r) => ({ name: r.name, slots: Number(r.slots), running: Number(r.running) }));
   }
 
   close(): Promise<void> {

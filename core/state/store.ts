@@ -42,6 +42,8 @@ export interface RunRecord {
   paramsHash: string;
   runType: RunType;
   state: RunState;
+  /** `local` (one process runs it) or `workers` (claimed task by task from PostgreSQL). */
+  executor: "local" | "workers";
   owner: string | null;
   leaseUntil: Date | null;
   keyVersion: string | null;
@@ -51,18 +53,20 @@ export interface RunRecord {
 }
 
 /** What creating a run needs. */
-export type NewRun = Pick<
-  RunRecord,
-  | "runId"
-  | "dagId"
-  | "logicalDate"
-  | "intervalStart"
-  | "intervalEnd"
-  | "params"
-  | "paramsHash"
-  | "runType"
-  | "state"
->;
+export type NewRun =
+  & Pick<
+    RunRecord,
+    | "runId"
+    | "dagId"
+    | "logicalDate"
+    | "intervalStart"
+    | "intervalEnd"
+    | "params"
+    | "paramsHash"
+    | "runType"
+    | "state"
+  >
+  & { executor?: "local" | "workers" };
 
 /** Where a task's output lives. */
 export type OutputKind = "json" | "dataset" | "enclave";
@@ -76,6 +80,8 @@ export interface TaskInstanceRecord {
   mapIndex: number;
   zone: Zone;
   pool: string | null;
+  /** The claim unit: null for a task claimed alone, else its enclave component. */
+  unit: string | null;
   state: TaskState;
   /** Attempts made so far (all executions of this job key). */
   tryNumber: number;
@@ -89,14 +95,17 @@ export interface TaskInstanceRecord {
   outputKind: OutputKind | null;
   output: unknown;
   error: string | null;
+  queuedAt: Date | null;
   updatedAt: Date;
 }
 
 /** What creating a task instance needs. */
-export type NewTaskInstance = Pick<
-  TaskInstanceRecord,
-  "jobKey" | "runId" | "dagId" | "taskId" | "mapIndex" | "zone" | "pool" | "state" | "maxTries"
->;
+export type NewTaskInstance =
+  & Pick<
+    TaskInstanceRecord,
+    "jobKey" | "runId" | "dagId" | "taskId" | "mapIndex" | "zone" | "pool" | "state" | "maxTries"
+  >
+  & { unit?: string | null };
 
 /** Columns a run update may set. */
 export type RunPatch = Partial<
@@ -108,6 +117,7 @@ export type TaskPatch = Partial<
   Pick<
     TaskInstanceRecord,
     | "state"
+    | "queuedAt"
     | "tryNumber"
     | "maxTries"
     | "nextAttemptAt"
@@ -184,6 +194,10 @@ export interface StateStore extends AsyncDisposable {
   purgeRuns(olderThan: Date, options: { dryRun: boolean; audit: AuditInput }): Promise<PurgeResult>;
   /** Deletes audit entries older than `olderThan`, appending an anchor entry. */
   purgeAudit(olderThan: Date, options: { dryRun: boolean; correlationId: string }): Promise<number>;
+
+  /** Named concurrency limits across all workers. */
+  setPool(name: string, slots: number | null): Promise<void>;
+  listPools(): Promise<{ name: string; slots: number; running: number }[]>;
 
   close(): Promise<void>;
 }
