@@ -247,7 +247,7 @@ const taskSchema = z.object({
   checkpoint: z.boolean({ error: "expected a boolean" }).optional(),
   operator: z.string().optional(),
   outputTags: z.array(z.string()).optional(),
-}, { error: "expected a task (use task({...}) or an operator)" }).passthrough();
+}, { error: "expected a task (use task({...}) or an operator)" }).strict();
 
 /** An object's error: names unknown keys (`.strict()`), else `what`. */
 const objectError = (what: string) => (issue: { code?: string; keys?: readonly string[] }) =>
@@ -387,8 +387,11 @@ function describe(id: string | undefined, file: string | undefined): string {
  * dag.order; // ["t"]
  * ```
  */
-export function resolveDag(dag: Dag | DagConfig, file?: string): ResolvedDag {
-  const config = isDag(dag) ? dag.config : dag;
+export function resolveDag<P extends Record<string, unknown>>(
+  dag: Dag<P> | DagConfig<P>,
+  file?: string,
+): ResolvedDag {
+  const config = (isDag(dag) ? dag.config : dag) as DagConfig;
   const rawId = typeof (config as { id?: unknown })?.id === "string"
     ? (config as { id: string }).id
     : undefined;
@@ -493,7 +496,22 @@ export function resolveParams(
     merged[key] = coerce(raw, dag.paramDefaults[key]);
   }
   if (dag.paramSchema) {
-    const parsed = dag.paramSchema.safeParse(merged);
+    let parsed = dag.paramSchema.safeParse(merged);
+    if (!parsed.success) {
+      // `--param n=5` arrives as text: try JSON values (numbers, booleans, objects) too.
+      const typed = Object.fromEntries(
+        Object.entries(merged).map(([k, v]) => {
+          if (typeof v !== "string" || !(k in overrides)) return [k, v];
+          try {
+            return [k, JSON.parse(v)];
+          } catch {
+            return [k, v];
+          }
+        }),
+      );
+      const retry = dag.paramSchema.safeParse(typed);
+      if (retry.success) parsed = retry;
+    }
     if (!parsed.success) {
       throw new DagError(
         `Invalid params for DAG "${dag.id}": ${

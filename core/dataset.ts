@@ -81,7 +81,9 @@ export class Workspace {
   constructor(readonly home: string, runId: string, dataKey?: Uint8Array) {
     const safe = runId.replace(/[^A-Za-z0-9_.@-]/g, "_").replace("@", "/").replace(/:/g, "");
     this.runDir = join(home, "runs", safe);
-    this.enclaveDir = join(home, "enclave", safe);
+    // Per instance: its encrypted files are readable only with this instance's key anyway, and
+    // two executions of one run's enclave work (workers) must not delete each other's scratch.
+    this.enclaveDir = join(home, "enclave", safe, crypto.randomUUID().slice(0, 12));
     this.#dataKey = dataKey ?? new Uint8Array(randomBytes(32));
   }
 

@@ -353,7 +353,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
   });
 
   // ---- Heartbeat ----------------------------------------------------------------------------
-  const running = new Map<string, { controller: AbortController; promise: Promise<void> }>();
+  const running = new Map<string, { promise: Promise<void> }>();
   const heartbeat = store
     ? setInterval(() => {
       const until = new Date(Date.now() + leaseMs);
@@ -372,10 +372,10 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
   let cancelled = false;
   const onAbort = () => {
     cancelled = true;
-    for (const r of running.values()) r.controller.abort(new CancelledError());
     wake();
   };
   runSignal.addEventListener("abort", onAbort, { once: true });
+  if (runSignal.aborted) onAbort();
 
   const transition = async (
     n: Node,
@@ -415,8 +415,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
     const maxAttempts = t.retries + 1;
     const started = new Date();
     n.startedAt = started;
-    const controller = new AbortController();
-    const signals = [controller.signal, runSignal];
+    const signals = [runSignal];
     if (t.timeoutMs !== undefined) signals.push(AbortSignal.timeout(t.timeoutMs));
     const signal = AbortSignal.any(signals);
     await transition(n, "running", {
@@ -535,6 +534,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
     n.executed = true;
     if (error instanceof SkipTask) {
       const reason = safeMessage(error, t);
+      n.error = reason;
       await transition(n, "skipped", {
         endedAt: ended,
         owner: null,
@@ -636,7 +636,6 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
             }
           }
           if (running.size >= dag.maxActiveTasks) break;
-          const controller = new AbortController();
           const promise = attempt(n).catch((error) => {
             // A store failure while recording: the run cannot go on safely.
             runLog.error("Cannot record task {taskId}: {error}", {
@@ -649,7 +648,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
             running.delete(id);
             wake();
           });
-          running.set(id, { controller, promise });
+          running.set(id, { promise });
           progressed = true;
         }
       }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Workspace } from "./dataset.ts";
 import type { StateStore } from "./state/store.ts";
 
@@ -64,7 +64,7 @@ export async function purge(
   let workspaces = 0;
   for (const runId of result.runs) {
     const ws = new Workspace(home, runId);
-    for (const dir of [ws.runDir, ws.enclaveDir]) {
+    for (const dir of [ws.runDir, dirname(ws.enclaveDir)]) {
       if (await Deno.stat(dir).then(() => true, () => false)) {
         workspaces += await remove([dir], options.dryRun);
       }
