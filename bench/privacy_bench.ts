@@ -22,20 +22,9 @@
 import { z } from "zod";
 import { createCheckpoint } from "../operators/checkpoint_checks.ts";
 import { createGate } from "../operators/gate.ts";
+import type { Metric } from "./metric.ts";
 
-/** One measured figure and its baseline. */
-export interface Metric {
-  /** Metric name, e.g. `gate.records_per_s`. */
-  name: string;
-  /** Measured value. */
-  value: number;
-  /** Unit of `value`. */
-  unit: string;
-  /** The baseline measured in the same run. */
-  baseline: { name: string; value: number };
-  /** `value / baseline.value`. */
-  ratio: number;
-}
+export type { Metric };
 
 const EVENTS = ["checkout", "checkin", "renew", "hold_fill"] as const;
 const BRANCHES = ["MAIN", "EAST", "WEST", "NORTH", "BOOKMOBILE"] as const;

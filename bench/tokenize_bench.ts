@@ -19,22 +19,9 @@
 import { createHmac } from "node:crypto";
 import process from "node:process";
 import { HmacTokenizer } from "../operators/hmac_sha256.ts";
+import type { Metric } from "./metric.ts";
 
-/** One benchmark result, compared with a baseline measured in the same run. */
-export interface Metric {
-  /** Metric name, such as `tokenize.tokens_per_s`. */
-  name: string;
-  /** Measured value. */
-  value: number;
-  /** Unit of `value`. */
-  unit: string;
-  /** What `value` is compared with. */
-  baseline: { name: string; value: number };
-  /** `value / baseline.value`. */
-  ratio: number;
-  /** Additional details. */
-  extra?: Record<string, unknown>;
-}
+export type { Metric };
 
 /** Options for {@link benchTokenize}. */
 export interface BenchOptions {
