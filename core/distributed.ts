@@ -18,6 +18,7 @@ import { errorMessage } from "./errors.ts";
 import { executeRun, jobKeysFor, paramsHash, retryDelay, storedOutput } from "./executor.ts";
 import { runIdFor } from "./job_key.ts";
 import { ownerIsDead } from "./owner.ts";
+import { assertNoSecretsInParams } from "./secrets.ts";
 import type { SqlStateStore } from "./state/sql_store.ts";
 import { toRun, toTask } from "./state/sql_store.ts";
 import type { RunRecord, RunType, TaskInstanceRecord, TaskState } from "./state/store.ts";
@@ -85,6 +86,7 @@ export async function startRun(
   params: Record<string, unknown>,
   runType: RunType,
 ): Promise<RunRecord> {
+  assertNoSecretsInParams(dag.id, params);
   const runId = runIdFor(dag.id, interval.start);
   const { run, created } = await store.createRun(
     {
@@ -434,7 +436,18 @@ export async function executeClaim(
   }
   const single: ResolvedDag = { ...dag, tasks: new Map(dag.tasks) };
   const unit = claim.tasks.some((t) => t.unit);
-  if (!unit) { for (const id of ids) single.tasks.set(id, { ...dag.tasks.get(id)!, retries: 0 }); }
+  if (!unit) {
+    for (const ti of claim.tasks) {
+      const t = dag.tasks.get(ti.taskId)!;
+      // One attempt here; ctx.attempt counts the attempts recorded in the database.
+      const attempt = Math.max(1, ti.tryNumber - (ti.maxTries - t.retries - 1));
+      single.tasks.set(ti.taskId, {
+        ...t,
+        retries: 0,
+        run: (ctx) => t.run(Object.assign(ctx, { attempt })),
+      });
+    }
+  }
   const counts: AuditInput[] = [];
   let result;
   try {

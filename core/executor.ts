@@ -15,6 +15,7 @@ import { canonicalJson, jobKey, runIdFor, sha256Hex } from "./job_key.ts";
 import { runLogger } from "./log.ts";
 import { ownerId, ownerIsDead } from "./owner.ts";
 import { isPrivacySafe } from "./privacy_safe.ts";
+import { assertNoSecretsInParams } from "./secrets.ts";
 import { decideTrigger, runStateFromLeaves } from "./trigger_rules.ts";
 import type {
   RunRecord,
@@ -178,6 +179,7 @@ export function paramsHash(params: Record<string, unknown>): string {
  */
 export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
   const { dag, interval, params, store } = options;
+  if (store) assertNoSecretsInParams(dag.id, params);
   const logicalDate = interval.start;
   const runId = runIdFor(dag.id, logicalDate);
   const owner = ownerId();

@@ -14,6 +14,7 @@ import { CliContext } from "./context.ts";
 import { Progress } from "./progress.ts";
 import { intervalAt, latestCompleteInterval } from "../schedule.ts";
 import { setupLogging } from "../log.ts";
+import { assertNoSecretsInParams } from "../secrets.ts";
 import { join } from "node:path";
 
 /** The outcome of a command: its exit code. */
@@ -66,7 +67,9 @@ export function paramsFor(
   overrides: Record<string, string> | undefined,
 ): Record<string, unknown> {
   try {
-    return resolveParams(dag, overrides ?? {});
+    const params = resolveParams(dag, overrides ?? {});
+    assertNoSecretsInParams(dag.id, params);
+    return params;
   } catch (error) {
     if (error instanceof DagError) throw new UsageError(error.message);
     throw error;
