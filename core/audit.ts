@@ -71,26 +71,40 @@ export function auditHash(entry: Omit<AuditEntry, "hash">): string {
   }));
 }
 
-/** Builds the next entry of the chain. */
-export function chainEntry(
-  input: AuditInput,
-  previous: { seq: number; hash: string },
-  at: Date = new Date(),
-): AuditEntry {
-  const base: Omit<AuditEntry, "hash"> = {
-    seq: previous.seq + 1,
-    at: at.toISOString(),
-    correlationId: input.correlationId,
-    dagId: input.dagId ?? null,
-    taskId: input.taskId ?? null,
-    operation: input.operation,
-    status: input.status,
-    recordCount: input.recordCount ?? null,
-    keyVersion: input.keyVersion ?? null,
-    detail: input.detail ?? null,
-    prevHash: previous.hash,
+const PREV_MARK = "carrel-prev-hash-placeholder";
+const SEQ_MARK = -918273645;
+
+/**
+ * The canonical JSON that `auditHash` digests, split around the previous hash and the sequence
+ * number, which only the store knows while it holds the chain head:
+ * `prefix + prevHash + middle + seq + suffix`. Lets the database compute the same hash.
+ */
+export function auditHashParts(
+  entry: Omit<AuditEntry, "hash" | "seq" | "prevHash">,
+): { prefix: string; middle: string; suffix: string } {
+  const text = canonicalJson({
+    seq: SEQ_MARK,
+    at: entry.at,
+    correlation_id: entry.correlationId,
+    dag_id: entry.dagId,
+    task_id: entry.taskId,
+    operation: entry.operation,
+    status: entry.status,
+    record_count: entry.recordCount,
+    key_version: entry.keyVersion,
+    detail: entry.detail,
+    prev_hash: PREV_MARK,
+  });
+  const prevAt = text.indexOf(`"prev_hash":"${PREV_MARK}"`);
+  const seqAt = text.indexOf(`"seq":${SEQ_MARK}`, prevAt);
+  if (prevAt < 0 || seqAt < 0) throw new Error("Cannot split an audit entry's canonical JSON");
+  const prevStart = prevAt + `"prev_hash":"`.length;
+  const seqStart = seqAt + `"seq":`.length;
+  return {
+    prefix: text.slice(0, prevStart),
+    middle: text.slice(prevStart + PREV_MARK.length, seqStart),
+    suffix: text.slice(seqStart + String(SEQ_MARK).length),
   };
-  return { ...base, hash: auditHash(base) };
 }
 
 /** The result of checking the chain. */

@@ -4,7 +4,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type AuditEntry, type AuditInput, chainEntry } from "../audit.ts";
+import { type AuditEntry, auditHashParts, type AuditInput } from "../audit.ts";
 import type { SqlClient } from "./sql_client.ts";
 import { migrate } from "./migrate.ts";
 import type {
@@ -179,38 +179,54 @@ async function appendAuditTx(
   appended: AuditEntry[],
 ): Promise<void> {
   if (inputs.length === 0) return;
-  const [head] = await tx.query<{ seq: string | number; hash: string }>(
-    "SELECT seq::text AS seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+  const { json, drafts } = auditPayload(inputs);
+  const rows = await tx.query<AppendRow>(
+    "SELECT out_seq::text AS seq, out_hash AS hash, out_prev AS prev FROM carrel_audit_append($1::text::jsonb)",
+    [json],
   );
-  let previous = { seq: Number(head!.seq), hash: head!.hash };
-  for (const input of inputs) {
-    const entry = chainEntry(input, previous);
-    await tx.query(
-      `INSERT INTO audit_log (seq, at, correlation_id, dag_id, task_id, operation, status,
-         record_count, key_version, detail, prev_hash, hash)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb, $11, $12)`,
-      [
-        entry.seq,
-        entry.at,
-        entry.correlationId,
-        entry.dagId,
-        entry.taskId,
-        entry.operation,
-        entry.status,
-        entry.recordCount,
-        entry.keyVersion,
-        entry.detail === null ? null : JSON.stringify(entry.detail),
-        entry.prevHash,
-        entry.hash,
-      ],
-    );
-    previous = { seq: entry.seq, hash: entry.hash };
-    appended.push(entry);
-  }
-  await tx.query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", [
-    previous.seq,
-    previous.hash,
-  ]);
+  collectAppended(drafts, rows, appended);
+}
+
+type Draft = Omit<AuditEntry, "seq" | "hash" | "prevHash">;
+type AppendRow = { seq: string | null; hash: string | null; prev: string | null };
+
+/** The entries as `carrel_audit_append` takes them: row values plus canonical-JSON fragments. */
+function auditPayload(inputs: readonly AuditInput[]): { json: string; drafts: Draft[] } {
+  const at = new Date().toISOString();
+  const drafts: Draft[] = inputs.map((input) => ({
+    at,
+    correlationId: input.correlationId,
+    dagId: input.dagId ?? null,
+    taskId: input.taskId ?? null,
+    operation: input.operation,
+    status: input.status,
+    recordCount: input.recordCount ?? null,
+    keyVersion: input.keyVersion ?? null,
+    detail: input.detail ?? null,
+  }));
+  const json = JSON.stringify(drafts.map((d) => ({
+    ...auditHashParts(d),
+    at: d.at,
+    correlation_id: d.correlationId,
+    dag_id: d.dagId,
+    task_id: d.taskId,
+    operation: d.operation,
+    status: d.status,
+    record_count: d.recordCount,
+    key_version: d.keyVersion,
+    detail: d.detail,
+  })));
+  return { json, drafts };
+}
+
+function collectAppended(drafts: Draft[], rows: AppendRow[], appended: AuditEntry[]): void {
+  const chained = rows.filter((r) => r.seq !== null);
+  chained.forEach((row, i) => {
+    const draft = drafts[i];
+    if (draft) {
+      appended.push({ ...draft, seq: Number(row.seq), hash: row.hash!, prevHash: row.prev! });
+    }
+  });
 }
 
 /** The SQL implementation of `StateStore`. */
@@ -375,30 +391,39 @@ export class SqlStateStore implements StateStore {
     patch: TaskPatch,
     options: { expect?: TaskExpectation; audit?: AuditInput[] } = {},
   ): Promise<boolean> {
-    return await this.#tx(async (tx, logged) => {
-      const params: unknown[] = [];
-      const sets = setClause(patch, TASK_COLUMNS, params);
-      params.push(jobKey);
-      let where = `job_key = $${params.length}`;
-      if (options.expect?.states) {
-        params.push([...options.expect.states]);
-        where += ` AND state = ANY($${params.length}::text[])`;
+    // One statement: the compare-and-set update and, only when it matched, its audit entries.
+    // A single statement is atomic without a transaction block: one round trip per transition.
+    const params: unknown[] = [];
+    const sets = setClause(patch, TASK_COLUMNS, params);
+    params.push(jobKey);
+    let where = `job_key = $${params.length}`;
+    if (options.expect?.states) {
+      params.push([...options.expect.states]);
+      where += ` AND state = ANY($${params.length}::text[])`;
+    }
+    if (options.expect && "owner" in options.expect) {
+      if (options.expect.owner === null) where += " AND owner IS NULL";
+      else {
+        params.push(options.expect.owner);
+        where += ` AND owner = $${params.length}`;
       }
-      if (options.expect && "owner" in options.expect) {
-        if (options.expect.owner === null) where += " AND owner IS NULL";
-        else {
-          params.push(options.expect.owner);
-          where += ` AND owner = $${params.length}`;
-        }
-      }
-      const rows = await tx.query(
-        `UPDATE task_instances SET ${sets} WHERE ${where} RETURNING job_key`,
-        params,
-      );
-      if (rows.length === 0) return false;
-      await appendAuditTx(tx, options.audit ?? [], logged);
-      return true;
-    });
+    }
+    const { json, drafts } = auditPayload(options.audit ?? []);
+    params.push(json);
+    const rows = await this.client.query<AppendRow & { job_key: string }>(
+      `WITH t AS (UPDATE task_instances SET ${sets} WHERE ${where} RETURNING job_key)
+       SELECT t.job_key, a.out_seq::text AS seq, a.out_hash AS hash, a.out_prev AS prev
+       FROM t LEFT JOIN LATERAL carrel_audit_append(
+         CASE WHEN t.job_key IS NOT NULL THEN $${params.length}::text::jsonb END
+       ) a ON true
+       ORDER BY a.out_seq`,
+      params,
+    );
+    if (rows.length === 0) return false;
+    const appended: AuditEntry[] = [];
+    collectAppended(drafts, rows, appended);
+    logAudit(appended);
+    return true;
   }
 
   async appendAudit(entries: readonly AuditInput[]): Promise<void> {
