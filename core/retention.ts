@@ -62,14 +62,26 @@ export async function purge(
     },
   });
   let workspaces = 0;
+  // What was counted already, so a dry run does not count a purged run's folders twice.
+  const counted = new Set<string>();
   for (const runId of result.runs) {
     const ws = new Workspace(home, runId);
     for (const dir of [ws.runDir, dirname(ws.enclaveDir)]) {
       if (await Deno.stat(dir).then(() => true, () => false)) {
+        counted.add(dir);
         workspaces += await remove([dir], options.dryRun);
       }
     }
   }
+  // Folders of runs that are queued or running are never swept, however old they look: a run's
+  // folder mtime does not change while it writes into subfolders.
+  const live = new Set<string>();
+  for (const run of await store.listRuns({ states: ["queued", "running"], limit: 100_000 })) {
+    const ws = new Workspace(home, run.runId);
+    live.add(ws.runDir);
+    live.add(dirname(ws.enclaveDir));
+  }
+  const notCounted = (paths: string[]) => paths.filter((p) => !counted.has(p) && !live.has(p));
   // Workspaces of runs whose records are gone, and scratch left by killed processes.
   const dagDirs = async (root: string) => {
     const dirs: string[] = [];
@@ -79,11 +91,17 @@ export async function purge(
     return dirs;
   };
   for (const dagDir of await dagDirs(join(home, "runs"))) {
-    workspaces += await remove(await entriesOlderThan(dagDir, options.olderThan), options.dryRun);
+    workspaces += await remove(
+      notCounted(await entriesOlderThan(dagDir, options.olderThan)),
+      options.dryRun,
+    );
   }
   let enclave = 0;
   for (const dagDir of await dagDirs(join(home, "enclave"))) {
-    enclave += await remove(await entriesOlderThan(dagDir, options.olderThan), options.dryRun);
+    enclave += await remove(
+      notCounted(await entriesOlderThan(dagDir, options.olderThan)),
+      options.dryRun,
+    );
   }
   const tmp = await remove(
     await entriesOlderThan(join(home, "tmp"), options.olderThan),

@@ -132,8 +132,8 @@ export function tokenize(options: TokenizeOptions): TaskSpec {
             const token = tokenizer.token(text);
             out[target] = token;
             counts.tokens++;
-            if (fromTokenizer && crosswalkWriter && !seen!.has(token)) {
-              seen!.add(token);
+            if (fromTokenizer && crosswalkWriter && !seen!.has(`${target}\u0000${token}`)) {
+              seen!.add(`${target}\u0000${token}`);
               await crosswalkWriter.write({
                 field: target,
                 old_token: fromTokenizer.token(text),
