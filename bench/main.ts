@@ -18,6 +18,7 @@ import { benchExecutor } from "./executor_bench.ts";
 import { type BenchOptions, type Metric, roundSignificant, type Skipped } from "./metric.ts";
 import { benchPrivacy } from "./privacy_bench.ts";
 import { benchTokenize } from "./tokenize_bench.ts";
+import { benchWorkers } from "./workers_bench.ts";
 
 /** A benchmark module. */
 interface Module {
@@ -32,6 +33,7 @@ const MODULES: Module[] = [
   { name: "dags_list", aliases: ["dags-list", "dags"], run: benchDagsList },
   { name: "tokenize", aliases: [], run: (opts) => benchTokenize({ quick: opts.quick }) },
   { name: "privacy", aliases: [], run: (opts) => benchPrivacy({ quick: opts.quick }) },
+  { name: "workers", aliases: [], run: benchWorkers },
 ];
 
 /** A module that failed. */

@@ -275,10 +275,16 @@ export async function claimNext(
 ): Promise<Claim | undefined> {
   return await store.atomically(async (tx, write) => {
     const candidates = (await tx.query<Record<string, unknown>>(
-      `SELECT * FROM task_instances
-       WHERE state = 'queued' OR (state = 'up_for_retry' AND next_attempt_at <= now())
+      // Tasks of a full pool are left out here (and checked again under the pool's lock below),
+      // so that they cannot fill the candidates and hold up everything queued after them.
+      `SELECT * FROM task_instances ti
+       WHERE (state = 'queued' OR (state = 'up_for_retry' AND next_attempt_at <= now()))
+         AND NOT EXISTS (
+           SELECT 1 FROM pools p WHERE p.name = ti.pool AND p.slots <= (
+             SELECT count(DISTINCT coalesce(r.unit || '@' || r.run_id, r.job_key))
+             FROM task_instances r WHERE r.pool = p.name AND r.state = 'running'))
        ORDER BY coalesce(next_attempt_at, queued_at, updated_at), job_key
-       LIMIT 16 FOR UPDATE SKIP LOCKED`,
+       LIMIT 16 FOR UPDATE OF ti SKIP LOCKED`,
     )).map(toTask);
     const tried = new Set<string>();
     for (const c of candidates) {

@@ -60,7 +60,12 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   await reload();
   const dagOf = (id: string) => dags.get(id);
 
-  let wake: () => void = () => {};
+  // A wake-up that comes while the loop is not sleeping (claiming) is kept for the next sleep.
+  let woken = false;
+  const asleep = () => {
+    woken = true;
+  };
+  let wake: () => void = asleep;
   const unlisten = await store.client.listen(QUEUE_CHANNEL, () => wake()).catch(() => undefined);
   const held = new Map<string, string[]>(); // claim id -> job keys
   const heartbeat = setInterval(() => {
@@ -70,7 +75,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   }, Math.max(50, Math.floor(leaseMs / 3)));
   let lastReap = 0;
   let executed = 0;
-  const active = new Set<Promise<void>>();
+  const active = new Map<string, Promise<void>>(); // claim id -> its execution
   log.info("Worker {owner} started with concurrency {concurrency}", { owner, concurrency });
   try {
     while (!options.signal?.aborted) {
@@ -93,6 +98,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
         const id = crypto.randomUUID();
         held.set(id, claim.tasks.map((t) => t.jobKey));
         const work = (async () => {
+          await null; // runs after `active` holds it
           try {
             if (!dag) throw new Error(`DAG "${claim.run.dagId}" is not in ${options.dagsDir}`);
             await executeClaim(store, dag, claim, {
@@ -108,28 +114,33 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
             // Leave the instances running: the lease expires and the reaper retries them.
           } finally {
             held.delete(id);
+            // Before waking the loop, so that it sees the free slot.
+            active.delete(id);
             executed++;
             options.onClaimDone?.(claim.tasks.map((t) => t.taskId));
             wake();
           }
         })();
-        active.add(work);
-        work.finally(() => active.delete(work));
+        active.set(id, work);
       }
       if (!claimedAny && active.size === 0 && options.exitWhenIdle) break;
       await new Promise<void>((resolve) => {
+        if (woken) {
+          woken = false;
+          return resolve();
+        }
         const timer = setTimeout(done, claimedAny && active.size < concurrency ? 0 : pollMs);
         function done() {
           clearTimeout(timer);
           options.signal?.removeEventListener("abort", done);
-          wake = () => {};
+          wake = asleep;
           resolve();
         }
         wake = done;
         options.signal?.addEventListener("abort", done, { once: true });
       });
     }
-    await Promise.all(active);
+    await Promise.all(active.values());
   } finally {
     clearInterval(heartbeat);
     await unlisten?.().catch(() => {});

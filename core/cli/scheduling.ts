@@ -134,13 +134,24 @@ export function registerScheduling(
     program.command("worker")
       .description("claims and runs queued task instances from PostgreSQL")
       .option("--concurrency <n>", "claims running at once", "1")
+      .option(
+        "--lease <seconds>",
+        "lease of a claim, renewed by heartbeats; a lost worker's claims are retried after it",
+        "30",
+      )
       .option("--exit-when-idle", "exit when nothing is ready instead of waiting"),
-  ).action(async (opts: { concurrency: string; exitWhenIdle?: boolean; json?: boolean }) => {
+  ).action(async (
+    opts: { concurrency: string; lease: string; exitWhenIdle?: boolean; json?: boolean },
+  ) => {
     const concurrency = Number(opts.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       throw new UsageError(
         `Invalid --concurrency "${opts.concurrency}": expected a whole number >= 1`,
       );
+    }
+    const leaseSeconds = Number(opts.lease);
+    if (!Number.isFinite(leaseSeconds) || leaseSeconds < 0.3) {
+      throw new UsageError(`Invalid --lease "${opts.lease}": expected seconds >= 0.3`);
     }
     const ctx = context();
     const store = await sqlStore(ctx, true, "start a worker");
@@ -152,6 +163,7 @@ export function registerScheduling(
         dagsDir: ctx.dagsDir,
         home: ctx.home,
         concurrency,
+        leaseMs: Math.round(leaseSeconds * 1000),
         signal: signals.stop,
         abort: signals.abort,
         exitWhenIdle: opts.exitWhenIdle ?? false,

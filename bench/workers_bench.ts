@@ -1,0 +1,379 @@
+/**
+ * Worker benchmarks on PostgreSQL, each against graphile-worker measured on the same server in
+ * the same run (its own fresh database):
+ *
+ * - `workers.claims_per_s.1`, `workers.claims_per_s.4`: no-op task instances completed per second
+ *   by 1 and by 4 in-process workers (`runWorker`, each with its own store connections), from the
+ *   first task start to the last task end. Baseline: graphile-worker jobs/s for the same number of
+ *   no-op jobs with concurrency 1 and 4.
+ * - `workers.handoff_latency_ms`: median time from an upstream task ending to its downstream
+ *   starting, over a chain run by one worker (from `task_instances.ended_at` / `started_at`).
+ *   Baseline: graphile-worker, a job that enqueues the next one; from the end of one job's
+ *   function to the start of the next.
+ *
+ * Needs `CARREL_BENCH_DATABASE_URL` (or `CARREL_TEST_DATABASE_URL`); without one it measures
+ * nothing and reports the metrics as skipped. Runnable alone:
+ * `deno run --allow-all bench/workers_bench.ts [--quick]` prints the metrics as JSON.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import postgres from "postgres";
+// The baseline only, used by no other module: pinned here rather than in deno.json.
+// deno-lint-ignore no-import-prefix
+import * as graphile from "graphile-worker";
+
+import type { DataInterval, ResolvedDag } from "../core/dag.ts";
+import { startRun } from "../core/distributed.ts";
+import { loadDags } from "../core/loader.ts";
+import { openPostgresStore } from "../core/state/postgres.ts";
+import type { SqlStateStore } from "../core/state/sql_store.ts";
+import { runWorker } from "../core/worker.ts";
+import { type BenchOptions, median, type Metric, metric } from "./metric.ts";
+
+const { Logger, makeWorkerUtils, run: runGraphile, runMigrations } = graphile;
+
+const NAMES = [
+  "workers.claims_per_s.1",
+  "workers.claims_per_s.4",
+  "workers.handoff_latency_ms",
+] as const;
+
+const CORE_MOD = new URL("../core/mod.ts", import.meta.url).href;
+const DAY = 86_400_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sizes of one benchmark run. */
+interface Sizes {
+  /** No-op task instances (and graphile-worker jobs) per throughput measurement. */
+  tasks: number;
+  /** Task instances per DAG run in the throughput measurement. */
+  perRun: number;
+  /** Length of the chain for the handoff latency. */
+  chain: number;
+}
+
+function sizes(quick: boolean): Sizes {
+  return quick ? { tasks: 300, perRun: 20, chain: 15 } : { tasks: 2000, perRun: 20, chain: 40 };
+}
+
+/** The server URL, or undefined. */
+function serverUrl(): string | undefined {
+  return Deno.env.get("CARREL_BENCH_DATABASE_URL") ?? Deno.env.get("CARREL_TEST_DATABASE_URL");
+}
+
+/** A fresh database on the server, dropped on dispose. */
+async function freshDatabase(base: string, label: string) {
+  const name = `carrel_bench_${label}_${crypto.randomUUID().slice(0, 8)}`;
+  const admin = postgres(base, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async [Symbol.asyncDispose]() {
+      const sql = postgres(base, { max: 1, onnotice: () => {} });
+      await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
+      await sql.end();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Carrel
+
+const TIMES_KEY = "__carrel_workers_bench_times";
+type Times = Map<string, { start: number; end: number }>;
+const times = (): Times => {
+  const g = globalThis as unknown as Record<string, Times>;
+  return g[TIMES_KEY] ??= new Map();
+};
+
+function dagFiles(s: Sizes): Record<string, string> {
+  const noop = Array.from({ length: s.perRun }, (_, i) => `n${i}: task({ run: () => null }),`);
+  const chain = Array.from(
+    { length: s.chain },
+    (_, i) =>
+      `c${i}: task({ ${i > 0 ? `after: ["c${i - 1}"], ` : ""}run: (ctx) => {
+      const t = globalThis[${JSON.stringify(TIMES_KEY)}] ??= new Map();
+      const start = performance.now();
+      t.set(ctx.runId + "/" + ctx.taskId, { start, end: performance.now() });
+      return null;
+    } }),`,
+  );
+  const head = `import { defineDag, task } from ${JSON.stringify(CORE_MOD)};\n`;
+  return {
+    "bench_noop.ts": `${head}export default defineDag({
+  id: "bench_noop",
+  schedule: null,
+  maxActiveTasks: 64,
+  tasks: {
+    ${noop.join("\n    ")}
+  },
+});
+`,
+    "bench_chain.ts": `${head}export default defineDag({
+  id: "bench_chain",
+  schedule: null,
+  tasks: {
+    ${chain.join("\n    ")}
+  },
+});
+`,
+  };
+}
+
+let round = 0;
+const nextInterval = (): DataInterval => {
+  const start = new Date(Date.UTC(2026, 0, 1) + round++ * DAY);
+  return { start, end: new Date(start.getTime() + DAY) };
+};
+
+/** Queues `runs` runs of `dag`, runs `workers` workers until every one ends; their run ids. */
+async function drain(
+  ctx: { url: string; store: SqlStateStore; dagsDir: string; home: string },
+  dag: ResolvedDag,
+  runs: number,
+  workers: number,
+): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < runs; i++) {
+    ids.push((await startRun(ctx.store, dag, nextInterval(), {}, "triggered")).runId);
+  }
+  const stop = new AbortController();
+  const stores = Array.from({ length: workers }, () => openPostgresStore(ctx.url));
+  const done = Promise.all(stores.map((store) =>
+    runWorker({
+      store,
+      dagsDir: ctx.dagsDir,
+      home: ctx.home,
+      concurrency: 1,
+      pollMs: 200,
+      signal: stop.signal,
+    })
+  ));
+  try {
+    const deadline = Date.now() + 600_000;
+    while (Date.now() < deadline) {
+      const [row] = await ctx.store.client.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM dag_runs WHERE run_id = ANY($1::text[]) AND state IN ('success', 'failed')",
+        [ids],
+      );
+      if (Number(row?.n) === ids.length) break;
+      await sleep(25);
+    }
+  } finally {
+    stop.abort();
+    await done;
+    for (const s of stores) await s.close();
+  }
+  const [bad] = await ctx.store.client.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM dag_runs WHERE run_id = ANY($1::text[]) AND state <> 'success'",
+    [ids],
+  );
+  if (Number(bad?.n) > 0) throw new Error(`${bad!.n} benchmark runs did not succeed`);
+  return ids;
+}
+
+async function carrelThroughput(
+  ctx: { url: string; store: SqlStateStore; dagsDir: string; home: string },
+  dag: ResolvedDag,
+  s: Sizes,
+  workers: number,
+): Promise<{ perSecond: number; seconds: number }> {
+  const ids = await drain(ctx, dag, Math.ceil(s.tasks / s.perRun), workers);
+  const [span] = await ctx.store.client.query<{ n: number; ms: number }>(
+    `SELECT count(*)::int AS n,
+       (extract(epoch FROM max(ended_at) - min(started_at)) * 1000)::float8 AS ms
+     FROM task_instances WHERE run_id = ANY($1::text[])`,
+    [ids],
+  );
+  const seconds = Number(span!.ms) / 1000;
+  return { perSecond: Number(span!.n) / seconds, seconds };
+}
+
+async function carrelHandoff(
+  ctx: { url: string; store: SqlStateStore; dagsDir: string; home: string },
+  dag: ResolvedDag,
+): Promise<{ ms: number; bodyMs: number }> {
+  const [runId] = await drain(ctx, dag, 1, 1);
+  const rows = await ctx.store.client.query<{ task_id: string; started_at: Date; ended_at: Date }>(
+    "SELECT task_id, started_at, ended_at FROM task_instances WHERE run_id = $1",
+    [runId],
+  );
+  const by = new Map(rows.map((r) => [r.task_id, r]));
+  const gaps: number[] = [];
+  const bodyGaps: number[] = [];
+  for (let i = 1; i < dag.order.length; i++) {
+    const up = by.get(`c${i - 1}`)!, down = by.get(`c${i}`)!;
+    gaps.push(new Date(down.started_at).getTime() - new Date(up.ended_at).getTime());
+    const a = times().get(`${runId}/c${i - 1}`), b = times().get(`${runId}/c${i}`);
+    if (a && b) bodyGaps.push(b.start - a.end);
+  }
+  return { ms: median(gaps), bodyMs: median(bodyGaps) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// graphile-worker
+
+const silent = new Logger(() => () => {});
+
+async function graphileThroughput(url: string, n: number, concurrency: number): Promise<number> {
+  const utils = await makeWorkerUtils({ connectionString: url, logger: silent });
+  try {
+    await utils.withPgClient((c) =>
+      c.query(
+        "SELECT graphile_worker.add_job('noop', json_build_object('i', g)) FROM generate_series(1, $1::int) g",
+        [n],
+      )
+    );
+  } finally {
+    await utils.release();
+  }
+  let done = 0, first = 0, last = 0;
+  let resolve!: () => void;
+  const all = new Promise<void>((r) => resolve = r);
+  const runner = await runGraphile({
+    connectionString: url,
+    concurrency,
+    noHandleSignals: true,
+    pollInterval: 200,
+    logger: silent,
+    taskList: {
+      noop: () => {
+        const now = performance.now();
+        if (!first) first = now;
+        last = now;
+        if (++done === n) resolve();
+        return Promise.resolve();
+      },
+    },
+  });
+  try {
+    await all;
+  } finally {
+    await runner.stop();
+  }
+  // Each job's function is near-instant: the last start is its end.
+  return n / ((last - first) / 1000);
+}
+
+async function graphileHandoff(url: string, n: number): Promise<number> {
+  const marks: { start: number; end: number }[] = [];
+  let resolve!: () => void;
+  const all = new Promise<void>((r) => resolve = r);
+  const runner = await runGraphile({
+    connectionString: url,
+    concurrency: 1,
+    noHandleSignals: true,
+    pollInterval: 200,
+    logger: silent,
+    taskList: {
+      chain: async (payload, helpers) => {
+        const start = performance.now();
+        const { i } = payload as { i: number };
+        if (i + 1 < n) await helpers.addJob("chain", { i: i + 1 });
+        marks[i] = { start, end: performance.now() };
+        if (i + 1 === n) resolve();
+      },
+    },
+  });
+  try {
+    const utils = await makeWorkerUtils({ connectionString: url, logger: silent });
+    await utils.addJob("chain", { i: 0 });
+    await utils.release();
+    await all;
+  } finally {
+    await runner.stop();
+  }
+  const gaps: number[] = [];
+  for (let i = 1; i < n; i++) gaps.push(marks[i]!.start - marks[i - 1]!.end);
+  return median(gaps);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Runs the worker benchmarks; `[]` (and `onSkip` per metric) without a PostgreSQL server.
+ *
+ * @example
+ * ```ts ignore
+ * const metrics = await benchWorkers({ quick: true });
+ * ```
+ */
+export async function benchWorkers(opts: BenchOptions): Promise<Metric[]> {
+  const base = serverUrl();
+  if (!base) {
+    for (const name of NAMES) {
+      opts.onSkip?.({
+        name,
+        reason: "CARREL_BENCH_DATABASE_URL (or CARREL_TEST_DATABASE_URL) is not set",
+      });
+    }
+    return [];
+  }
+  const s = sizes(opts.quick);
+  const tmp = await Deno.makeTempDir({ prefix: "carrel-workers-bench-" });
+  await using carrelDb = await freshDatabase(base, "carrel");
+  await using graphileDb = await freshDatabase(base, "graphile");
+  const store = openPostgresStore(carrelDb.url);
+  try {
+    await store.migrate();
+    const dagsDir = join(tmp, "dags");
+    await Deno.mkdir(dagsDir, { recursive: true });
+    for (const [name, source] of Object.entries(dagFiles(s))) {
+      await Deno.writeTextFile(join(dagsDir, name), source);
+    }
+    const loaded = await loadDags(dagsDir, { fresh: true });
+    if (loaded.errors.length) throw new Error(loaded.errors.map((e) => e.message).join("; "));
+    const ctx = { url: carrelDb.url, store, dagsDir, home: join(tmp, "home") };
+    const noop = loaded.dags.get("bench_noop")!;
+    const chain = loaded.dags.get("bench_chain")!;
+
+    await runMigrations({ connectionString: graphileDb.url, logger: silent });
+
+    // Warm-up: imports, connections, plans.
+    await drain(ctx, noop, 1, 1);
+    await graphileThroughput(graphileDb.url, 20, 1);
+
+    const ours1 = await carrelThroughput(ctx, noop, s, 1);
+    const theirs1 = await graphileThroughput(graphileDb.url, s.tasks, 1);
+    const ours4 = await carrelThroughput(ctx, noop, s, 4);
+    const theirs4 = await graphileThroughput(graphileDb.url, s.tasks, 4);
+    const handoff = await carrelHandoff(ctx, chain);
+    const theirHandoff = await graphileHandoff(graphileDb.url, s.chain);
+
+    const common = { tasks: s.tasks, tasksPerRun: s.perRun, quick: opts.quick };
+    return [
+      metric("workers.claims_per_s.1", ours1.perSecond, "tasks/s", {
+        name: "graphile-worker@0.16 jobs/s, concurrency 1",
+        value: theirs1,
+      }, { ...common, workers: 1, seconds: ours1.seconds }),
+      metric("workers.claims_per_s.4", ours4.perSecond, "tasks/s", {
+        name: "graphile-worker@0.16 jobs/s, concurrency 4",
+        value: theirs4,
+      }, { ...common, workers: 4, seconds: ours4.seconds }),
+      metric("workers.handoff_latency_ms", handoff.ms, "ms", {
+        name: "graphile-worker@0.16, job enqueuing the next: end to next start",
+        value: theirHandoff,
+      }, {
+        chain: s.chain,
+        // Function end to next function start, measured like the baseline.
+        bodyToBodyMs: Math.round(handoff.bodyMs * 100) / 100,
+        quick: opts.quick,
+      }),
+    ];
+  } finally {
+    await store.close();
+    times().clear();
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  const quick = Deno.args.includes("--quick");
+  const skipped: { name: string; reason: string }[] = [];
+  const metrics = await benchWorkers({ quick, onSkip: (s) => skipped.push(s) });
+  console.log(JSON.stringify({ metrics, skipped }, null, 2));
+}
