@@ -20,7 +20,6 @@
 import { join } from "node:path";
 import postgres from "postgres";
 // The baseline only, used by no other module: pinned here rather than in deno.json.
-// deno-lint-ignore no-import-prefix
 import * as graphile from "graphile-worker";
 
 import type { DataInterval, ResolvedDag } from "../core/dag.ts";
