@@ -19,7 +19,7 @@
  */
 import { join } from "node:path";
 import postgres from "postgres";
-// The baseline only, used by no other module: pinned here rather than in deno.json.
+// The baseline only: graphile-worker, mapped in deno.json.
 import * as graphile from "graphile-worker";
 
 import type { DataInterval, ResolvedDag } from "../core/dag.ts";
