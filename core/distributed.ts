@@ -377,9 +377,17 @@ export async function reapLost(
       (r.leaseUntil !== null && r.leaseUntil.getTime() < Date.now()) || ownerIsDead(r.owner)
     );
     const affected = new Set<string>();
+    // An enclave unit is retried or failed whole: its members' outputs never left the lost
+    // process, so a part of it could not run without the rest.
+    const unitRetry = new Map<string, boolean>();
+    for (const r of lost) {
+      if (!r.unit) continue;
+      const key = `${r.runId}/${r.unit}`;
+      unitRetry.set(key, (unitRetry.get(key) ?? true) && r.tryNumber < r.maxTries);
+    }
     for (const r of lost) {
       const t = dags(r.dagId)?.tasks.get(r.taskId);
-      const retry = r.tryNumber < r.maxTries;
+      const retry = r.unit ? unitRetry.get(`${r.runId}/${r.unit}`)! : r.tryNumber < r.maxTries;
       const delay = t ? retryDelay(t, r.tryNumber - (r.maxTries - t.retries - 1)) : 0;
       await tx.query(
         `UPDATE task_instances SET state = $2, owner = NULL, lease_until = NULL, ended_at = now(),
@@ -400,6 +408,9 @@ export async function reapLost(
         detail: { attempt: r.tryNumber },
       }]);
       affected.add(r.runId);
+    }
+    if (lost.length > 0 && store.kind === "postgres") {
+      await tx.query("SELECT pg_notify($1, $2)", [QUEUE_CHANNEL, "retry"]);
     }
     return [...affected];
   });

@@ -77,7 +77,7 @@ export interface PassOptions {
 
 async function lastScheduled(store: SqlStateStore, dagId: string): Promise<Date | undefined> {
   const [row] = await store.client.query<{ logical_date: Date | string }>(
-    `SELECT logical_date FROM dag_runs WHERE dag_id = $1 AND run_type IN ('scheduled', 'backfill')
+    `SELECT logical_date FROM dag_runs WHERE dag_id = $1 AND run_type = 'scheduled'
      ORDER BY logical_date DESC LIMIT 1`,
     [dagId],
   );
