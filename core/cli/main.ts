@@ -72,7 +72,6 @@ export async function main(args: string[]): Promise<number> {
         error.code === "commander.helpDisplayed" || error.code === "commander.help" ||
         error.code === "commander.version"
       ) return 0;
-      if (error.code === "commander.executeSubCommandAsync") return 0;
       return 2;
     }
     const message = errorMessage(error);

@@ -17,7 +17,6 @@ export class Progress {
   #started = performance.now();
   #timer: ReturnType<typeof setInterval> | undefined;
   #live: boolean;
-  #width = 12;
 
   constructor(
     readonly out: { writeSync(p: Uint8Array): number; isTerminal(): boolean } = Deno.stdout,
@@ -47,12 +46,11 @@ export class Progress {
 
   /** Handles one executor event. */
   event = (e: ExecutorEvent): void => {
-    const pad = (id: string) => id.padEnd(this.#width);
+    const pad = (id: string) => id.padEnd(12);
     switch (e.type) {
       case "run:start":
         this.#total = e.tasks;
         this.#done = e.alreadyDone;
-        this.#width = Math.max(12, 0);
         this.#line(
           `${e.resumed ? "Resuming" : "Running"} ${e.runId} (${e.tasks} tasks${
             e.alreadyDone ? `, ${e.alreadyDone} done before` : ""
