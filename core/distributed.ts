@@ -193,15 +193,14 @@ export async function advanceRun(
       ])).map(toTask);
     const byTask = new Map(rows.map((r) => [r.taskId, r]));
     const state = (id: string): TaskState => byTask.get(id)?.state ?? "scheduled";
-    const set = async (r: TaskInstanceRecord, to: TaskState) => {
+    // Decisions are made in memory and written at the end: one UPDATE per target state and one
+    // audit call, however many tasks a finished upstream releases.
+    const changes = new Map<TaskState, string[]>();
+    const entries: AuditInput[] = [];
+    const set = (r: TaskInstanceRecord, to: TaskState) => {
       r.state = to;
-      await tx.query(
-        `UPDATE task_instances SET state = $2, queued_at = CASE WHEN $2 = 'queued' THEN now() ELSE queued_at END,
-           ended_at = CASE WHEN $2 IN ('skipped', 'upstream_failed') THEN now() ELSE ended_at END, updated_at = now()
-         WHERE job_key = $1`,
-        [r.jobKey, to],
-      );
-      await write([audit(run, { taskId: r.taskId, operation: `task:${to}`, status: to })]);
+      changes.set(to, [...(changes.get(to) ?? []), r.jobKey]);
+      entries.push(audit(run, { taskId: r.taskId, operation: `task:${to}`, status: to }));
     };
     let queued = 0;
     let changed = true;
@@ -218,10 +217,7 @@ export async function advanceRun(
         const t = dag.tasks.get(id)!;
         const verdict = decideTrigger(t.triggerRule, t.after.map(state));
         if (verdict === "wait") continue;
-        await set(
-          r,
-          verdict === "run" ? "queued" : verdict === "skip" ? "skipped" : "upstream_failed",
-        );
+        set(r, verdict === "run" ? "queued" : verdict === "skip" ? "skipped" : "upstream_failed");
         if (verdict === "run") queued++;
         changed = true;
       }
@@ -233,11 +229,22 @@ export async function advanceRun(
           !inside.has(u)
         );
         if (!external.every((u) => isFinal(state(u)))) continue;
-        for (const r of all) await set(r, "queued");
+        for (const r of all) set(r, "queued");
         queued += all.length;
         changed = true;
       }
     }
+    for (const [to, keys] of changes) {
+      await tx.query(
+        `UPDATE task_instances SET state = $2,
+           queued_at = CASE WHEN $2 = 'queued' THEN now() ELSE queued_at END,
+           ended_at = CASE WHEN $2 IN ('skipped', 'upstream_failed') THEN now() ELSE ended_at END,
+           updated_at = now()
+         WHERE job_key = ANY($1::text[])`,
+        [keys, to],
+      );
+    }
+    await write(entries);
     if (queued > 0 && store.kind === "postgres") {
       await tx.query("SELECT pg_notify($1, $2)", [QUEUE_CHANNEL, runId]);
     }
