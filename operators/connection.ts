@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 
 /** Read access to environment variables; `Deno.env` satisfies it. */
 export interface EnvReader {
@@ -14,8 +15,13 @@ export interface EnvReader {
   get(name: string): string | undefined;
 }
 
+/** What a connection points at: a PostgreSQL server, or an embedded PGlite data directory. */
+export type ConnectionKind = "postgres" | "pglite";
+
 /** A connection resolved from a name or a URL. */
 export interface ResolvedConnection {
+  /** `"postgres"` for `postgres://` URLs, `"pglite"` for `pglite:` URLs (an embedded database). */
+  kind: ConnectionKind;
   /** The connection name (`"ils"`), or the masked URL when a URL was given directly. */
   name: string;
   /** The full URL including credentials. Never log it; use {@linkcode ResolvedConnection.display}. */
@@ -47,6 +53,7 @@ export class ConnectionError extends Error {
 }
 
 const URL_SCHEME = /^postgres(?:ql)?:\/\//i;
+const PGLITE_SCHEME = /^pglite:/i;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const MASK = "***";
 
@@ -62,6 +69,47 @@ const MASK = "***";
  */
 export function isPostgresUrl(value: string): boolean {
   return URL_SCHEME.test(value);
+}
+
+/**
+ * Returns whether a string is a `pglite:` URL: an embedded PGlite data directory
+ * (`pglite:///abs/path`, `pglite:./relative/path`, `pglite:relative`, or `pglite:memory` for a
+ * throwaway in-memory database).
+ *
+ * @example Usage
+ * ```ts
+ * import { isPgliteUrl } from "./connection.ts";
+ * console.log(isPgliteUrl("pglite:./.carrel/ils")); // true
+ * console.log(isPgliteUrl("postgres://db/ils")); // false
+ * ```
+ */
+export function isPgliteUrl(value: string): boolean {
+  return PGLITE_SCHEME.test(value.trim());
+}
+
+/**
+ * The data directory of a `pglite:` URL, resolved against the working directory, or `undefined`
+ * for `pglite:memory` (an in-memory database).
+ *
+ * @example Usage
+ * ```ts
+ * import { pglitePath } from "./connection.ts";
+ * console.log(pglitePath("pglite:///srv/ils")); // "/srv/ils"
+ * console.log(pglitePath("pglite:memory")); // undefined
+ * ```
+ */
+export function pglitePath(url: string): string | undefined {
+  const value = url.trim();
+  if (!isPgliteUrl(value)) {
+    throw new ConnectionError("Cannot open PGlite: expected a pglite: URL");
+  }
+  let rest = value.slice("pglite:".length);
+  if (rest === "memory" || rest === "//memory" || rest === "") return undefined;
+  if (rest.startsWith("//")) rest = rest.slice(2); // pglite:///abs -> /abs, pglite://rel -> rel
+  try {
+    rest = decodeURIComponent(rest);
+  } catch { /* keep as is */ }
+  return resolve(rest);
 }
 
 /**
@@ -118,6 +166,7 @@ export function maskUrl(url: string): string {
  * Resolves a connection name or URL.
  *
  * - A `postgres://` or `postgresql://` URL is used as is.
+ * - A `pglite:` URL names an embedded PGlite data directory (see {@linkcode pglitePath}).
  * - A name such as `ils` is looked up in the environment variable `CARREL_CONN_ILS`
  *   (see {@linkcode connectionVariable}); a missing variable is an error naming the variable.
  *
@@ -138,7 +187,10 @@ export function resolveConnection(
   const value = nameOrUrl.trim();
   if (isPostgresUrl(value)) {
     const display = maskUrl(value);
-    return { name: display, url: value, display };
+    return { kind: "postgres", name: display, url: value, display };
+  }
+  if (isPgliteUrl(value)) {
+    return { kind: "pglite", name: value, url: value, display: value };
   }
   if (!NAME.test(value)) {
     // Never echo the input: it might be a URL with credentials but a mistyped scheme.
@@ -154,11 +206,12 @@ export function resolveConnection(
       variable,
     );
   }
+  if (isPgliteUrl(url)) return { kind: "pglite", name: value, url, display: url };
   if (!isPostgresUrl(url)) {
     throw new ConnectionError(
-      `Cannot resolve connection "${value}": ${variable} does not hold a postgres:// or postgresql:// URL`,
+      `Cannot resolve connection "${value}": ${variable} does not hold a postgres://, postgresql:// or pglite: URL`,
       variable,
     );
   }
-  return { name: value, url, display: maskUrl(url) };
+  return { kind: "postgres", name: value, url, display: maskUrl(url) };
 }

@@ -500,3 +500,91 @@ export async function* readCsv(
     yield { ok: false, line: row.line, reason: reasons.join("; ") + more };
   }
 }
+
+/** A row set aside by {@linkcode csvExtract}: where it starts and why (never its content). */
+export interface CsvQuarantineEntry {
+  /** 1-based line where the record starts. */
+  line: number;
+  /** Why the row was quarantined; names columns, never values. */
+  reason: string;
+}
+
+/** Options for {@linkcode csvExtract}. */
+export interface CsvExtractOptions<S extends z.ZodObject> extends Omit<ReadCsvOptions, "columns"> {
+  /** The declared column schema: each key is a header name (or a column in order without one). */
+  columns: S;
+  /** Receives each broken row (position and reason only); without it they are only counted. */
+  onQuarantine?: (entry: CsvQuarantineEntry) => void | Promise<void>;
+}
+
+/** What {@linkcode csvExtract} returns when the stream ends. */
+export interface CsvExtractSummary {
+  /** Rows read (valid and quarantined). */
+  rows: number;
+  /** Rows yielded. */
+  valid: number;
+  /** Rows quarantined. */
+  quarantined: number;
+}
+
+/**
+ * Extracts typed records from a CSV/TSV export (a Koha report, an Alma analytics export...), with a
+ * declared column schema: valid rows are yielded as records, broken rows (wrong field counts,
+ * quoting defects, schema failures) go to `onQuarantine` with their line and a reason that names
+ * the column, never a value. The stream's return value counts rows, valid and quarantined.
+ *
+ * `source` is a file path or any {@linkcode CsvSource}. Memory stays flat.
+ *
+ * @example Usage
+ * ```ts
+ * import { z } from "zod";
+ * import { csvExtract } from "./csv.ts";
+ * const Loan = z.object({ issue_id: z.coerce.number().int(), itemnumber: z.coerce.number().int() });
+ * const broken: number[] = [];
+ * const input = ["issue_id\titemnumber\n", "1\t42\n", "x\t43\n"];
+ * for await (
+ *   const loan of csvExtract(input, {
+ *     delimiter: "\t",
+ *     columns: Loan,
+ *     onQuarantine: (q) => void broken.push(q.line),
+ *   })
+ * ) console.log(loan.issue_id);
+ * // 1 (line 3 quarantined)
+ * ```
+ */
+export async function* csvExtract<S extends z.ZodObject>(
+  source: string | CsvSource,
+  options: CsvExtractOptions<S>,
+): AsyncGenerator<z.infer<S>, CsvExtractSummary, undefined> {
+  const { onQuarantine, ...readOptions } = options;
+  let file: Deno.FsFile | undefined;
+  let input: CsvSource;
+  if (typeof source === "string") {
+    try {
+      file = await Deno.open(source, { read: true });
+    } catch (err) {
+      throw new CsvError(
+        `Cannot read CSV "${source}": ${err instanceof Error ? err.name : "cannot open file"}`,
+      );
+    }
+    input = file.readable;
+  } else input = source;
+  const summary: CsvExtractSummary = { rows: 0, valid: 0, quarantined: 0 };
+  try {
+    for await (const row of readCsv(input, readOptions as ReadCsvOptions & { columns: S })) {
+      summary.rows++;
+      if (row.ok) {
+        summary.valid++;
+        yield row.record;
+      } else {
+        summary.quarantined++;
+        await onQuarantine?.({ line: row.line, reason: row.reason });
+      }
+    }
+  } finally {
+    try {
+      file?.close();
+    } catch { /* the readable stream closed it */ }
+  }
+  return summary;
+}

@@ -275,3 +275,23 @@ export async function writeJsonl(
   }
   return count;
 }
+
+/**
+ * Writes records to a JSON Lines file for a pipeline's file output: creates the parent folder, then
+ * {@linkcode writeJsonl} (streaming, atomic rename, optional file mode). Returns how many records.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { jsonlWrite } from "./jsonl.ts";
+ * const n = await jsonlWrite("out/catalog.jsonl", records);
+ * ```
+ */
+export async function jsonlWrite(
+  path: string,
+  records: AsyncIterable<unknown> | Iterable<unknown>,
+  options: WriteJsonlOptions = {},
+): Promise<number> {
+  const slash = path.lastIndexOf("/");
+  if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+  return await writeJsonl(path, records, options);
+}

@@ -1,5 +1,6 @@
 /**
- * SQL extract and load for PostgreSQL, built on postgres.js.
+ * SQL extract and load for PostgreSQL, built on postgres.js, and for embedded PGlite databases
+ * (`pglite:` URLs or a PGlite instance), so pipelines and tests run without a server.
  *
  * - {@linkcode sqlExtract} streams rows out of a read-only transaction through a server-side
  *   cursor (flat memory for any row count).
@@ -14,7 +15,9 @@
  * @module
  */
 import postgres from "postgres";
-import { type EnvReader, maskUrl, resolveConnection } from "./connection.ts";
+import { PGlite } from "@electric-sql/pglite";
+import { join } from "node:path";
+import { type EnvReader, maskUrl, pglitePath, resolveConnection } from "./connection.ts";
 
 /** A postgres.js client of any custom type configuration. */
 // deno-lint-ignore no-explicit-any
@@ -24,11 +27,29 @@ export type Sql = postgres.Sql<any>;
 export type Row = Record<string, unknown>;
 
 /**
- * Where to run: a connection name (`"ils"` resolves through `CARREL_CONN_ILS`), a
- * `postgres://` URL, a postgres.js client, or a client with a display name for messages.
- * Clients you pass in are never closed by these functions.
+ * The subset of a PGlite instance (or any object with the same methods) the SQL operators use.
+ * `PGlite` from `@electric-sql/pglite` satisfies it.
  */
-export type SqlSource = string | Sql | { sql: Sql; name: string };
+export interface PgliteDatabase {
+  /** Runs one statement with parameters. */
+  query<T>(query: string, params?: unknown[]): Promise<{ rows: T[]; affectedRows?: number }>;
+  /** Runs one or more statements without parameters. */
+  exec(query: string): Promise<unknown>;
+  /** Closes the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * Where to run: a connection name (`"ils"` resolves through `CARREL_CONN_ILS`), a
+ * `postgres://` URL, a `pglite:` URL (an embedded PGlite data directory, opened for the call and
+ * closed afterwards), a postgres.js client, a PGlite instance, or a client with a display name for
+ * messages. Clients you pass in are never closed by these functions.
+ */
+export type SqlSource =
+  | string
+  | Sql
+  | PgliteDatabase
+  | { sql: Sql | PgliteDatabase; name: string };
 
 /** Raised by SQL operators; the message is safe to log (no values, no passwords). */
 export class SqlError extends Error {
@@ -245,10 +266,14 @@ function describe(err: unknown, timeoutMs: number | undefined, aborted: boolean)
       if (aborted) return { code: "ABORTED", text: "aborted", connection: false };
     }
     const cls = code.slice(0, 2);
+    // postgres.js names them `table_name`..., PGlite (pg-protocol) `table`...
+    const table = e.table_name ?? e.table;
+    const column = e.column_name ?? e.column;
+    const constraint = e.constraint_name ?? e.constraint;
     const identifiers = [
-      typeof e.table_name === "string" ? `table "${e.table_name}"` : "",
-      typeof e.column_name === "string" ? `column "${e.column_name}"` : "",
-      typeof e.constraint_name === "string" ? `constraint "${e.constraint_name}"` : "",
+      typeof table === "string" ? `table "${table}"` : "",
+      typeof column === "string" ? `column "${column}"` : "",
+      typeof constraint === "string" ? `constraint "${constraint}"` : "",
     ].filter((part) => part !== "");
     const base = SAFE_MESSAGE_CLASSES.has(cls) && typeof e.message === "string"
       ? e.message
@@ -284,10 +309,104 @@ interface Opened {
   owned: boolean;
 }
 
+/** An embedded database to use: a PGlite instance passed in, or a `pglite:` URL opened here. */
+interface Embedded {
+  label: string;
+  owned: boolean;
+  open(create: boolean): Promise<PgliteDatabase>;
+}
+
+function isPgliteDatabase(value: unknown): value is PgliteDatabase {
+  return typeof value === "object" && value !== null &&
+    typeof (value as PgliteDatabase).query === "function" &&
+    typeof (value as PgliteDatabase).exec === "function";
+}
+
+/**
+ * Opens a PGlite data directory. With `create: false` the directory must already hold a
+ * database (an extract from a mistyped path must fail, not extract from a fresh empty one).
+ */
+export async function openPglite(path: string | undefined, create = true): Promise<PGlite> {
+  if (path !== undefined) {
+    let exists = false;
+    try {
+      await Deno.stat(join(path, "PG_VERSION"));
+      exists = true;
+    } catch { /* new */ }
+    if (!exists && !create) {
+      throw new SqlError(
+        `Cannot open PGlite database at ${path}: no database there`,
+        "3D000",
+      );
+    }
+    if (!exists) await Deno.mkdir(path, { recursive: true });
+  }
+  return path === undefined ? await PGlite.create() : await PGlite.create(path);
+}
+
+let openEmbedded = 0;
+
+/**
+ * How many PGlite databases opened from `pglite:` URLs by {@linkcode sqlExtract} and
+ * {@linkcode sqlLoad} are open right now (0 whenever none of them is running): a check that every
+ * data directory they open is closed again.
+ *
+ * @example Usage
+ * ```ts
+ * import { openEmbeddedDatabases } from "./sql.ts";
+ * console.log(openEmbeddedDatabases()); // 0
+ * ```
+ */
+export function openEmbeddedDatabases(): number {
+  return openEmbedded;
+}
+
+async function openCounted(path: string | undefined, create: boolean): Promise<PgliteDatabase> {
+  const db = await openPglite(path, create);
+  openEmbedded++;
+  let closed = false;
+  return {
+    query: (q, p) => db.query(q, p),
+    exec: (q) => db.exec(q),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      openEmbedded--;
+      await db.close();
+    },
+  };
+}
+
+/** The embedded database behind a source, or `undefined` for a PostgreSQL server. */
+function embeddedOf(source: SqlSource, env: EnvReader | undefined): Embedded | undefined {
+  if (typeof source === "function") return undefined;
+  if (typeof source === "object") {
+    if (isPgliteDatabase(source)) {
+      return { label: "the embedded database", owned: false, open: () => Promise.resolve(source) };
+    }
+    const inner = source.sql;
+    if (isPgliteDatabase(inner)) {
+      return { label: `"${source.name}"`, owned: false, open: () => Promise.resolve(inner) };
+    }
+    return undefined;
+  }
+  const resolved = resolveConnection(source, env ?? Deno.env);
+  if (resolved.kind !== "pglite") return undefined;
+  const label = resolved.name === resolved.display
+    ? `"${resolved.display}"`
+    : `"${resolved.name}" (${resolved.display})`;
+  return {
+    label,
+    owned: true,
+    open: (create) => openCounted(pglitePath(resolved.url), create),
+  };
+}
+
 function open(source: SqlSource, env: EnvReader | undefined, max: number): Opened {
   if (typeof source === "function") return { sql: source, label: "the database", owned: false };
   if (typeof source === "object") {
-    return { sql: source.sql, label: `"${source.name}"`, owned: false };
+    const named = source as { sql: Sql; name: string };
+    return { sql: named.sql, label: `"${named.name}"`, owned: false };
   }
   const resolved = resolveConnection(source, env ?? Deno.env);
   const label = resolved.name === resolved.display
@@ -363,6 +482,9 @@ function leadingKeyword(query: string): string {
  * `SELECT`, `WITH`, `VALUES` and `TABLE` queries are accepted.
  *
  * postgres.js type parsing applies: `int8` and `numeric` come back as strings, timestamps as `Date`.
+ * On PGlite (a `pglite:` URL or instance) `int8` comes back as a number and `numeric` as a string;
+ * cast in the query (`id::text`) when the type must not depend on the source. PGlite cannot cancel
+ * a running statement, so an abort takes effect between fetches.
  *
  * @example Usage
  * ```ts ignore
@@ -384,6 +506,11 @@ export async function* sqlExtract<T extends Row = Row>(
   const timeoutMs = parseDuration(options.statementTimeout ?? "30min");
   const { signal } = options;
   const keyword = leadingKeyword(query);
+  const embedded = embeddedOf(source, options.env);
+  if (embedded !== undefined) {
+    yield* pgliteExtract<T>(embedded, query, params, keyword, batchSize, timeoutMs, signal);
+    return;
+  }
   const db = open(source, options.env, 1);
   const action = `Cannot extract from ${db.label}`;
   let reserved: postgres.ReservedSql | undefined;
@@ -537,6 +664,20 @@ export async function sqlLoad(
     ? undefined
     : parseDuration(options.statementTimeout);
   const { signal } = options;
+  const embedded = embeddedOf(source, options.env);
+  if (embedded !== undefined) {
+    return await pgliteLoad(
+      embedded,
+      target,
+      rows,
+      table,
+      columns,
+      key,
+      batchSize,
+      timeoutMs,
+      signal,
+    );
+  }
   const db = open(source, options.env, 1);
   const action = `Cannot load into ${target.table} on ${db.label}`;
   const statements = new Map<number, string>();
@@ -668,6 +809,187 @@ export async function sqlLoad(
  */
 export function sourceLabel(source: SqlSource): string {
   if (typeof source === "function") return "the database";
-  if (typeof source === "object") return source.name;
+  if (isPgliteDatabase(source)) return "the embedded database";
+  if (typeof source === "object") return (source as { name: string }).name;
   return maskUrl(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PGlite
+
+async function* pgliteExtract<T>(
+  embedded: Embedded,
+  query: string,
+  params: readonly unknown[],
+  keyword: string,
+  batchSize: number,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<T, void, undefined> {
+  const action = `Cannot extract from ${embedded.label}`;
+  const abortError = () => new SqlError(`${action}: aborted`, "ABORTED");
+  let db: PgliteDatabase | undefined;
+  let began = false;
+  let committed = false;
+  try {
+    if (!READ_QUERY.test(keyword)) {
+      throw new SqlError(
+        `${action}: only SELECT, WITH, VALUES or TABLE queries can be extracted (found ${
+          keyword || "no statement"
+        })`,
+        "READ_ONLY",
+      );
+    }
+    if (signal?.aborted) throw abortError();
+    try {
+      db = await embedded.open(false);
+    } catch (err) {
+      if (err instanceof SqlError) throw err;
+      throw new SqlError(`Cannot connect to ${embedded.label}: cannot open the database`, "08001");
+    }
+    await db.exec("BEGIN READ ONLY ISOLATION LEVEL READ COMMITTED");
+    began = true;
+    await db.exec(`SET LOCAL statement_timeout = ${timeoutMs}`);
+    await db.query(`DECLARE carrel_extract NO SCROLL CURSOR FOR ${query}`, [...params]);
+    const fetch = `FETCH FORWARD ${batchSize} FROM carrel_extract`;
+    for (;;) {
+      if (signal?.aborted) throw abortError();
+      const { rows } = await db.query<T>(fetch);
+      for (const row of rows) {
+        yield row;
+        if (signal?.aborted) throw abortError();
+      }
+      if (rows.length < batchSize) break;
+    }
+    await db.exec("COMMIT");
+    committed = true;
+  } catch (err) {
+    throw wrap(err, action, embedded.label, timeoutMs, signal?.aborted ?? false);
+  } finally {
+    if (db !== undefined) {
+      if (began && !committed) await db.exec("ROLLBACK").catch(() => {});
+      if (embedded.owned) await db.close().catch(() => {});
+    }
+  }
+}
+
+async function pgliteLoad(
+  embedded: Embedded,
+  target: SqlLoadTarget,
+  rows: AsyncIterable<Row> | Iterable<Row>,
+  table: string,
+  columns: string[],
+  key: string[],
+  batchSize: number,
+  timeoutMs: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<SqlLoadResult> {
+  const action = `Cannot load into ${target.table} on ${embedded.label}`;
+  const statements = new Map<number, string>();
+  const statementFor = (count: number): string => {
+    let text = statements.get(count);
+    if (text === undefined) {
+      const tuples: string[] = [];
+      for (let r = 0; r < count; r++) {
+        const slots: string[] = [];
+        for (let c = 0; c < columns.length; c++) slots.push(`$${r * columns.length + c + 1}`);
+        tuples.push(`(${slots.join(",")})`);
+      }
+      text = `INSERT INTO ${table} (${columns.join(",")}) VALUES ${tuples.join(",")} ON CONFLICT (${
+        key.join(",")
+      }) DO NOTHING`;
+      statements.set(count, text);
+    }
+    return text;
+  };
+  let inserted = 0;
+  let position = 0;
+  let batchStart = 1;
+  let db: PgliteDatabase | undefined;
+  let began = false;
+  let committed = false;
+  try {
+    if (signal?.aborted) throw new SqlError(`${action}: aborted`, "ABORTED");
+    try {
+      db = await embedded.open(true);
+    } catch (err) {
+      if (err instanceof SqlError) throw err;
+      throw new SqlError(`Cannot connect to ${embedded.label}: cannot open the database`, "08001");
+    }
+    const tx = db;
+    await tx.exec("BEGIN");
+    began = true;
+    if (timeoutMs !== undefined) await tx.exec(`SET LOCAL statement_timeout = ${timeoutMs}`);
+    if (target.createSql !== undefined) {
+      const { rows: found } = await tx.query<{ present: boolean }>(
+        `SELECT to_regclass($1) IS NOT NULL AS present`,
+        [table],
+      );
+      if (found[0]?.present !== true) await tx.exec(target.createSql);
+    }
+    let values: unknown[] = [];
+    let count = 0;
+    const flush = async () => {
+      if (count === 0) return;
+      if (signal?.aborted) throw new SqlError(`${action}: aborted`, "ABORTED");
+      const result = await tx.query(statementFor(count), values);
+      inserted += result.affectedRows ?? 0;
+      values = [];
+      count = 0;
+      batchStart = position + 1;
+    };
+    const iterator = Symbol.asyncIterator in rows
+      ? rows[Symbol.asyncIterator]()
+      : rows[Symbol.iterator]();
+    for (;;) {
+      let next: IteratorResult<Row>;
+      try {
+        next = await iterator.next();
+      } catch (err) {
+        throw new SourceFailure(err);
+      }
+      if (next.done === true) break;
+      const row = next.value;
+      position++;
+      if (typeof row !== "object" || row === null) {
+        throw new SqlError(`${action}: row ${position} is not an object`, "INVALID_ROW");
+      }
+      for (const column of target.columns) {
+        const value = row[column];
+        if (value === undefined) {
+          throw new SqlError(
+            `${action}: row ${position} has no value for column "${column}" (use null for NULL)`,
+            "MISSING_VALUE",
+          );
+        }
+        values.push(value);
+      }
+      count++;
+      if (count === batchSize) await flush();
+    }
+    await flush();
+    await tx.exec("COMMIT");
+    committed = true;
+  } catch (err) {
+    if (err instanceof SourceFailure) throw err.error;
+    if (err instanceof SqlError) throw err;
+    const rowsPart = position > batchStart
+      ? ` rows ${batchStart}-${position}`
+      : position === batchStart
+      ? ` row ${position}`
+      : "";
+    throw wrap(
+      err,
+      `${action}${rowsPart ? `,${rowsPart}` : ""}`,
+      embedded.label,
+      timeoutMs,
+      signal?.aborted ?? false,
+    );
+  } finally {
+    if (db !== undefined) {
+      if (began && !committed) await db.exec("ROLLBACK").catch(() => {});
+      if (embedded.owned) await db.close().catch(() => {});
+    }
+  }
+  return { inserted, skipped: position - inserted };
 }
