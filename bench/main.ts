@@ -19,6 +19,7 @@ import { type BenchOptions, type Metric, roundSignificant, type Skipped } from "
 import { benchPrivacy } from "./privacy_bench.ts";
 import { benchTokenize } from "./tokenize_bench.ts";
 import { benchWorkers } from "./workers_bench.ts";
+import { benchLibrary } from "./library_bench.ts";
 
 /** A benchmark module. */
 interface Module {
@@ -34,6 +35,7 @@ const MODULES: Module[] = [
   { name: "tokenize", aliases: [], run: (opts) => benchTokenize({ quick: opts.quick }) },
   { name: "privacy", aliases: [], run: (opts) => benchPrivacy({ quick: opts.quick }) },
   { name: "workers", aliases: [], run: benchWorkers },
+  { name: "library", aliases: ["catalog_sync", "circulation_sync"], run: benchLibrary },
 ];
 
 /** A module that failed. */

@@ -74,6 +74,8 @@ export interface TaskSummary {
   attempts: number;
   jobKey: string;
   zone: Zone;
+  /** `shared` when the output may leave the enclave (shared tasks and checkpoints). */
+  outputZone: Zone;
   startedAt: string | null;
   endedAt: string | null;
   durationMs: number | null;
@@ -610,8 +612,24 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
     log.error("Task {taskId} failed: {error}", { taskId: t.id, error: message });
   };
 
+  // Encrypted intermediate datasets are deleted as soon as every task that reads them is final,
+  // so a large run does not hold all its enclave data on disk until it ends.
+  const released = new Set<string>();
+  const releaseConsumed = async () => {
+    for (const n of nodes.values()) {
+      const out = n.output;
+      if (!(out instanceof Dataset) || !out.ref.$dataset.encrypted || released.has(n.task.id)) {
+        continue;
+      }
+      const readers = dag.downstream.get(n.task.id)!;
+      if (readers.length === 0 || !readers.every((d) => FINAL.has(nodes.get(d)!.state))) continue;
+      released.add(n.task.id);
+      await Deno.remove(`${workspace.home}/${out.ref.$dataset.path}`).catch(() => {});
+    }
+  };
   try {
     while (true) {
+      await releaseConsumed();
       let progressed = false;
       if (!cancelled) {
         for (const id of dag.order) {
@@ -739,6 +757,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
         attempts: n.tryNumber,
         jobKey: n.jobKey,
         zone: n.task.zone,
+        outputZone: n.task.outputZone,
         startedAt: n.startedAt?.toISOString() ?? null,
         endedAt: n.endedAt?.toISOString() ?? null,
         durationMs: n.startedAt && n.endedAt ? n.endedAt.getTime() - n.startedAt.getTime() : null,

@@ -4,7 +4,12 @@
  *
  * @module
  */
+import { Dataset } from "../dataset.ts";
 import type { RunResult } from "../executor.ts";
+
+function jsonOutput(value: unknown): unknown {
+  return value instanceof Dataset ? value.ref : value ?? null;
+}
 import type { RunRecord, TaskInstanceRecord } from "../state/store.ts";
 
 /** Prints exactly one JSON document on stdout. */
@@ -52,6 +57,8 @@ export function runJson(run: RunRecord, tis: TaskInstanceRecord[], order?: strin
         ? t.endedAt.getTime() - t.startedAt.getTime()
         : null,
       error: t.error,
+      // Shared outputs only: enclave outputs are never stored.
+      ...(t.outputKind === "json" || t.outputKind === "dataset" ? { output: t.output } : {}),
     })),
   };
 }
@@ -75,6 +82,10 @@ export function resultJson(result: RunResult, extra: Record<string, unknown> = {
       durationMs: t.durationMs,
       executed: t.executed,
       error: t.error,
+      // Shared outputs only: what may leave the enclave.
+      ...(t.outputZone === "shared" && t.state === "success" && result.outputs.has(t.taskId)
+        ? { output: jsonOutput(result.outputs.get(t.taskId)) }
+        : {}),
     })),
   };
 }
