@@ -56,8 +56,17 @@ export const GENESIS_HASH = "0".repeat(64);
  * ```
  */
 export function auditHash(entry: Omit<AuditEntry, "hash">): string {
-  return sha256Hex(canonicalJson({
-    seq: entry.seq,
+  return sha256Hex(canonicalJson(hashedFields(entry, entry.prevHash, entry.seq)));
+}
+
+/** The fields an entry's hash covers, by the names they have in the canonical JSON. */
+function hashedFields(
+  entry: Omit<AuditEntry, "hash" | "seq" | "prevHash">,
+  prevHash: string,
+  seq: number,
+) {
+  return {
+    seq,
     at: entry.at,
     correlation_id: entry.correlationId,
     dag_id: entry.dagId,
@@ -67,8 +76,8 @@ export function auditHash(entry: Omit<AuditEntry, "hash">): string {
     record_count: entry.recordCount,
     key_version: entry.keyVersion,
     detail: entry.detail,
-    prev_hash: entry.prevHash,
-  }));
+    prev_hash: prevHash,
+  };
 }
 
 const PREV_MARK = "carrel-prev-hash-placeholder";
@@ -82,19 +91,7 @@ const SEQ_MARK = -918273645;
 export function auditHashParts(
   entry: Omit<AuditEntry, "hash" | "seq" | "prevHash">,
 ): { prefix: string; middle: string; suffix: string } {
-  const text = canonicalJson({
-    seq: SEQ_MARK,
-    at: entry.at,
-    correlation_id: entry.correlationId,
-    dag_id: entry.dagId,
-    task_id: entry.taskId,
-    operation: entry.operation,
-    status: entry.status,
-    record_count: entry.recordCount,
-    key_version: entry.keyVersion,
-    detail: entry.detail,
-    prev_hash: PREV_MARK,
-  });
+  const text = canonicalJson(hashedFields(entry, PREV_MARK, SEQ_MARK));
   const prevAt = text.indexOf(`"prev_hash":"${PREV_MARK}"`);
   const seqAt = text.indexOf(`"seq":${SEQ_MARK}`, prevAt);
   if (prevAt < 0 || seqAt < 0) throw new Error("Cannot split an audit entry's canonical JSON");

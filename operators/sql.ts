@@ -680,30 +680,12 @@ export async function sqlLoad(
   }
   const db = open(source, options.env, 1);
   const action = `Cannot load into ${target.table} on ${db.label}`;
-  const statements = new Map<number, string>();
-  const statementFor = (count: number): string => {
-    let text = statements.get(count);
-    if (text === undefined) {
-      const tuples: string[] = [];
-      for (let r = 0; r < count; r++) {
-        const slots: string[] = [];
-        for (let c = 0; c < columns.length; c++) slots.push(`$${r * columns.length + c + 1}`);
-        tuples.push(`(${slots.join(",")})`);
-      }
-      text = `INSERT INTO ${table} (${columns.join(",")}) VALUES ${tuples.join(",")} ON CONFLICT (${
-        key.join(",")
-      }) DO NOTHING`;
-      statements.set(count, text);
-    }
-    return text;
-  };
+  const statementFor = insertStatements(table, columns, key);
   let current: { cancel(): void } | undefined;
   const onAbort = () => {
     current?.cancel();
   };
-  let inserted = 0;
-  let position = 0;
-  let batchStart = 1;
+  const batches = new RowBatches(action, target.columns, batchSize);
   try {
     if (signal?.aborted) throw new SqlError(`${action}: aborted`, "ABORTED");
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -734,55 +716,15 @@ export async function sqlLoad(
           }
         }
       }
-      let values: unknown[] = [];
-      let count = 0;
-      const flush = async () => {
-        if (count === 0) return;
+      await batches.run(rows, async (count, values) => {
         const result = await exec(statementFor(count), values, true);
-        inserted += result.count;
-        values = [];
-        count = 0;
-        batchStart = position + 1;
-      };
-      const iterator = Symbol.asyncIterator in rows
-        ? rows[Symbol.asyncIterator]()
-        : rows[Symbol.iterator]();
-      for (;;) {
-        let next: IteratorResult<Row>;
-        try {
-          next = await iterator.next();
-        } catch (err) {
-          throw new SourceFailure(err);
-        }
-        if (next.done === true) break;
-        const row = next.value;
-        position++;
-        if (typeof row !== "object" || row === null) {
-          throw new SqlError(`${action}: row ${position} is not an object`, "INVALID_ROW");
-        }
-        for (const column of target.columns) {
-          const value = row[column];
-          if (value === undefined) {
-            throw new SqlError(
-              `${action}: row ${position} has no value for column "${column}" (use null for NULL)`,
-              "MISSING_VALUE",
-            );
-          }
-          values.push(value);
-        }
-        count++;
-        if (count === batchSize) await flush();
-      }
-      await flush();
+        return result.count;
+      });
     });
   } catch (err) {
     // Errors from the input iterable are the producer's own; pass them through untouched.
     if (err instanceof SourceFailure) throw err.error;
-    const rowsPart = position > batchStart
-      ? ` rows ${batchStart}-${position}`
-      : position === batchStart
-      ? ` row ${position}`
-      : "";
+    const rowsPart = batches.rowsPart();
     if (err instanceof SqlError) throw err;
     throw wrap(
       err,
@@ -795,7 +737,7 @@ export async function sqlLoad(
     signal?.removeEventListener("abort", onAbort);
     if (db.owned) await db.sql.end({ timeout: 5 }).catch(() => {});
   }
-  return { inserted, skipped: position - inserted };
+  return { inserted: batches.inserted, skipped: batches.position - batches.inserted };
 }
 
 /**
@@ -873,20 +815,14 @@ async function* pgliteExtract<T>(
   }
 }
 
-async function pgliteLoad(
-  embedded: Embedded,
-  target: SqlLoadTarget,
-  rows: AsyncIterable<Row> | Iterable<Row>,
+/** Statement texts for a multi-row idempotent insert, cached per row count. */
+function insertStatements(
   table: string,
   columns: string[],
   key: string[],
-  batchSize: number,
-  timeoutMs: number | undefined,
-  signal: AbortSignal | undefined,
-): Promise<SqlLoadResult> {
-  const action = `Cannot load into ${target.table} on ${embedded.label}`;
+): (count: number) => string {
   const statements = new Map<number, string>();
-  const statementFor = (count: number): string => {
+  return (count) => {
     let text = statements.get(count);
     if (text === undefined) {
       const tuples: string[] = [];
@@ -902,9 +838,92 @@ async function pgliteLoad(
     }
     return text;
   };
-  let inserted = 0;
-  let position = 0;
-  let batchStart = 1;
+}
+
+/**
+ * Reads the rows of a load, checks each has every column, and hands them on in batches; keeps
+ * the positions that error messages name (never values).
+ */
+class RowBatches {
+  inserted = 0;
+  position = 0;
+  batchStart = 1;
+  constructor(
+    readonly action: string,
+    readonly columns: readonly string[],
+    readonly batchSize: number,
+  ) {}
+
+  /** `write` inserts one batch and returns how many rows it inserted. */
+  async run(
+    rows: AsyncIterable<Row> | Iterable<Row>,
+    write: (count: number, values: unknown[]) => Promise<number>,
+  ): Promise<void> {
+    let values: unknown[] = [];
+    let count = 0;
+    const flush = async () => {
+      if (count === 0) return;
+      this.inserted += await write(count, values);
+      values = [];
+      count = 0;
+      this.batchStart = this.position + 1;
+    };
+    const iterator = Symbol.asyncIterator in rows
+      ? rows[Symbol.asyncIterator]()
+      : rows[Symbol.iterator]();
+    for (;;) {
+      let next: IteratorResult<Row>;
+      try {
+        next = await iterator.next();
+      } catch (err) {
+        throw new SourceFailure(err);
+      }
+      if (next.done === true) break;
+      const row = next.value;
+      this.position++;
+      if (typeof row !== "object" || row === null) {
+        throw new SqlError(`${this.action}: row ${this.position} is not an object`, "INVALID_ROW");
+      }
+      for (const column of this.columns) {
+        const value = row[column];
+        if (value === undefined) {
+          throw new SqlError(
+            `${this.action}: row ${this.position} has no value for column "${column}" (use null for NULL)`,
+            "MISSING_VALUE",
+          );
+        }
+        values.push(value);
+      }
+      count++;
+      if (count === this.batchSize) await flush();
+    }
+    await flush();
+  }
+
+  /** `" rows 3-7"`, `" row 3"` or `""`: where a failed batch was. */
+  rowsPart(): string {
+    return this.position > this.batchStart
+      ? ` rows ${this.batchStart}-${this.position}`
+      : this.position === this.batchStart
+      ? ` row ${this.position}`
+      : "";
+  }
+}
+
+async function pgliteLoad(
+  embedded: Embedded,
+  target: SqlLoadTarget,
+  rows: AsyncIterable<Row> | Iterable<Row>,
+  table: string,
+  columns: string[],
+  key: string[],
+  batchSize: number,
+  timeoutMs: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<SqlLoadResult> {
+  const action = `Cannot load into ${target.table} on ${embedded.label}`;
+  const statementFor = insertStatements(table, columns, key);
+  const batches = new RowBatches(action, target.columns, batchSize);
   let db: PgliteDatabase | undefined;
   let began = false;
   let committed = false;
@@ -927,57 +946,17 @@ async function pgliteLoad(
       );
       if (found[0]?.present !== true) await tx.exec(target.createSql);
     }
-    let values: unknown[] = [];
-    let count = 0;
-    const flush = async () => {
-      if (count === 0) return;
+    await batches.run(rows, async (count, values) => {
       if (signal?.aborted) throw new SqlError(`${action}: aborted`, "ABORTED");
       const result = await tx.query(statementFor(count), values);
-      inserted += result.affectedRows ?? 0;
-      values = [];
-      count = 0;
-      batchStart = position + 1;
-    };
-    const iterator = Symbol.asyncIterator in rows
-      ? rows[Symbol.asyncIterator]()
-      : rows[Symbol.iterator]();
-    for (;;) {
-      let next: IteratorResult<Row>;
-      try {
-        next = await iterator.next();
-      } catch (err) {
-        throw new SourceFailure(err);
-      }
-      if (next.done === true) break;
-      const row = next.value;
-      position++;
-      if (typeof row !== "object" || row === null) {
-        throw new SqlError(`${action}: row ${position} is not an object`, "INVALID_ROW");
-      }
-      for (const column of target.columns) {
-        const value = row[column];
-        if (value === undefined) {
-          throw new SqlError(
-            `${action}: row ${position} has no value for column "${column}" (use null for NULL)`,
-            "MISSING_VALUE",
-          );
-        }
-        values.push(value);
-      }
-      count++;
-      if (count === batchSize) await flush();
-    }
-    await flush();
+      return result.affectedRows ?? 0;
+    });
     await tx.exec("COMMIT");
     committed = true;
   } catch (err) {
     if (err instanceof SourceFailure) throw err.error;
     if (err instanceof SqlError) throw err;
-    const rowsPart = position > batchStart
-      ? ` rows ${batchStart}-${position}`
-      : position === batchStart
-      ? ` row ${position}`
-      : "";
+    const rowsPart = batches.rowsPart();
     throw wrap(
       err,
       `${action}${rowsPart ? `,${rowsPart}` : ""}`,
@@ -991,5 +970,5 @@ async function pgliteLoad(
       if (embedded.owned) await db.close().catch(() => {});
     }
   }
-  return { inserted, skipped: position - inserted };
+  return { inserted: batches.inserted, skipped: batches.position - batches.inserted };
 }

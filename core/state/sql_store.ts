@@ -172,6 +172,26 @@ function logAudit(entries: readonly AuditEntry[]): void {
   }
 }
 
+/** The compare-and-set part of an update's WHERE clause: expected states and owner. */
+function expectClause(
+  expect: { states?: readonly string[]; owner?: string | null } | undefined,
+  params: unknown[],
+): string {
+  let clause = "";
+  if (expect?.states) {
+    params.push([...expect.states]);
+    clause += ` AND state = ANY($${params.length}::text[])`;
+  }
+  if (expect && "owner" in expect) {
+    if (expect.owner === null) clause += " AND owner IS NULL";
+    else {
+      params.push(expect.owner);
+      clause += ` AND owner = $${params.length}`;
+    }
+  }
+  return clause;
+}
+
 /** Appends audit entries inside an open transaction, extending the hash chain. */
 async function appendAuditTx(
   tx: SqlClient,
@@ -320,18 +340,7 @@ export class SqlStateStore implements StateStore {
       const params: unknown[] = [];
       const sets = setClause(patch, RUN_COLUMNS, params);
       params.push(runId);
-      let where = `run_id = $${params.length}`;
-      if (options.expect?.states) {
-        params.push([...options.expect.states]);
-        where += ` AND state = ANY($${params.length}::text[])`;
-      }
-      if (options.expect && "owner" in options.expect) {
-        if (options.expect.owner === null) where += " AND owner IS NULL";
-        else {
-          params.push(options.expect.owner);
-          where += ` AND owner = $${params.length}`;
-        }
-      }
+      const where = `run_id = $${params.length}${expectClause(options.expect, params)}`;
       const rows = await tx.query(
         `UPDATE dag_runs SET ${sets} WHERE ${where} RETURNING run_id`,
         params,
@@ -396,18 +405,7 @@ export class SqlStateStore implements StateStore {
     const params: unknown[] = [];
     const sets = setClause(patch, TASK_COLUMNS, params);
     params.push(jobKey);
-    let where = `job_key = $${params.length}`;
-    if (options.expect?.states) {
-      params.push([...options.expect.states]);
-      where += ` AND state = ANY($${params.length}::text[])`;
-    }
-    if (options.expect && "owner" in options.expect) {
-      if (options.expect.owner === null) where += " AND owner IS NULL";
-      else {
-        params.push(options.expect.owner);
-        where += ` AND owner = $${params.length}`;
-      }
-    }
+    const where = `job_key = $${params.length}${expectClause(options.expect, params)}`;
     const { json, drafts } = auditPayload(options.audit ?? []);
     params.push(json);
     const rows = await this.client.query<AppendRow & { job_key: string }>(
