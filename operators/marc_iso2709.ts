@@ -55,7 +55,8 @@ export type ByteSource =
   | Iterable<Uint8Array>
   | ReadableStream<Uint8Array>;
 
-async function* chunksOf(source: ByteSource): AsyncGenerator<Uint8Array> {
+/** The non-empty chunks of a byte source, from a stream or any (async) iterable. */
+export async function* chunksOf(source: ByteSource): AsyncGenerator<Uint8Array> {
   if (source instanceof ReadableStream) {
     const reader = source.getReader();
     try {

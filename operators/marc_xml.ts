@@ -19,7 +19,7 @@ import type {
   MarcWarning,
 } from "./marc_record.ts";
 import { isControlField } from "./marc_record.ts";
-import type { ByteSource } from "./marc_iso2709.ts";
+import { type ByteSource, chunksOf } from "./marc_iso2709.ts";
 
 /** The MARCXML namespace URI. */
 export const MARCXML_NAMESPACE = "http://www.loc.gov/MARC21/slim";
@@ -29,27 +29,12 @@ const GT = 0x3e;
 const utf8 = new TextDecoder("utf-8");
 const utf8Fatal = new TextDecoder("utf-8", { fatal: true });
 
-async function* chunksOf(source: ByteSource | string): AsyncGenerator<Uint8Array> {
+async function* xmlChunks(source: ByteSource | string): AsyncGenerator<Uint8Array> {
   if (typeof source === "string") {
     yield new TextEncoder().encode(source);
     return;
   }
-  if (source instanceof ReadableStream) {
-    const reader = source.getReader();
-    try {
-      while (true) {
-        const { done, value } = await reader.read();
-        if (done) return;
-        if (value && value.length > 0) yield value;
-      }
-    } finally {
-      reader.releaseLock();
-    }
-  } else {
-    for await (const chunk of source as AsyncIterable<Uint8Array>) {
-      if (chunk.length > 0) yield chunk;
-    }
-  }
+  yield* chunksOf(source);
 }
 
 /** A token from the XML tokenizer. */
@@ -334,7 +319,7 @@ export async function* readMarcXml(
     return { ok: true, position, record: r, warnings };
   };
 
-  for await (const tok of tokenize(chunksOf(source), unknownEntities, badUtf8)) {
+  for await (const tok of tokenize(xmlChunks(source), unknownEntities, badUtf8)) {
     if (tok.kind === "error") {
       if (record) {
         failed = tok.message.toLowerCase();

@@ -531,14 +531,7 @@ export async function* sqlExtract<T extends Row = Row>(
   };
   const abortError = () => new SqlError(`${action}: aborted`, "ABORTED");
   try {
-    if (!READ_QUERY.test(keyword)) {
-      throw new SqlError(
-        `${action}: only SELECT, WITH, VALUES or TABLE queries can be extracted (found ${
-          keyword || "no statement"
-        })`,
-        "READ_ONLY",
-      );
-    }
+    assertReadQuery(action, keyword);
     if (signal?.aborted) throw abortError();
     signal?.addEventListener("abort", onAbort, { once: true });
     reserved = await db.sql.reserve();
@@ -774,14 +767,7 @@ async function* pgliteExtract<T>(
   let began = false;
   let committed = false;
   try {
-    if (!READ_QUERY.test(keyword)) {
-      throw new SqlError(
-        `${action}: only SELECT, WITH, VALUES or TABLE queries can be extracted (found ${
-          keyword || "no statement"
-        })`,
-        "READ_ONLY",
-      );
-    }
+    assertReadQuery(action, keyword);
     if (signal?.aborted) throw abortError();
     try {
       db = await embedded.open(false);
@@ -812,6 +798,18 @@ async function* pgliteExtract<T>(
       if (began && !committed) await db.exec("ROLLBACK").catch(() => {});
       if (embedded.owned) await db.close().catch(() => {});
     }
+  }
+}
+
+/** Refuses anything but a read query before a connection is opened. */
+function assertReadQuery(action: string, keyword: string): void {
+  if (!READ_QUERY.test(keyword)) {
+    throw new SqlError(
+      `${action}: only SELECT, WITH, VALUES or TABLE queries can be extracted (found ${
+        keyword || "no statement"
+      })`,
+      "READ_ONLY",
+    );
   }
 }
 
