@@ -254,6 +254,8 @@ for (const backend of BACKENDS) {
         running: new Map(),
       });
       assert.deepEqual(pass3.started, [], "the running count in the store is honoured");
+      // A run is marked running before its task starts: wait until both tasks are inside the gate.
+      await waitFor(() => g[gateKey]!.active === 2, 20_000, "both tasks inside the gate");
       release();
       await Promise.all(running.values());
       // The rest runs within the limit too.
