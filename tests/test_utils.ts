@@ -203,3 +203,25 @@ export async function waitFor(
   }
   throw new Error(`Timed out waiting for ${what}`);
 }
+
+/**
+ * HMAC-SHA256 as the openssl command-line tool computes it for `data`'s UTF-8 bytes: an
+ * independent implementation to check tokens against.
+ */
+export async function opensslHmac(key: string, data: string): Promise<string> {
+  const child = new Deno.Command("openssl", {
+    args: ["dgst", "-sha256", "-hmac", key],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(data));
+  await writer.close();
+  const out = await child.output();
+  if (out.code !== 0) throw new Error(`openssl failed: ${new TextDecoder().decode(out.stderr)}`);
+  const text = new TextDecoder().decode(out.stdout).trim();
+  const hex = text.slice(text.lastIndexOf(" ") + 1);
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`Unexpected openssl output: ${text}`);
+  return hex;
+}

@@ -28,15 +28,24 @@ export interface World extends AsyncDisposable {
 }
 
 /** Makes a world on `backend`. */
-export async function world(backend: Backend, label: string): Promise<World> {
+export async function world(
+  backend: Backend,
+  label: string,
+  options: { env?: Record<string, string> } = {},
+): Promise<World> {
   const dir = await Deno.makeTempDir({ prefix: `carrel-e2e-${label}-` });
   const dags = join(dir, "dags");
   const marks = join(dir, "marks");
   const home = join(dir, "home");
   await Deno.mkdir(dags);
   await Deno.mkdir(marks);
-  await Deno.mkdir(home);
-  const env: Record<string, string> = { CARREL_HOME: home, CARREL_DAGS_DIR: dags };
+  await Deno.mkdir(home, { mode: 0o700 });
+  await Deno.chmod(home, 0o700);
+  const env: Record<string, string> = {
+    CARREL_HOME: home,
+    CARREL_DAGS_DIR: dags,
+    ...options.env,
+  };
   let db: ({ url: string } & AsyncDisposable) | undefined;
   if (backend === "pglite") await seedHome(home);
   else {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { opensslHmac } from "../test_utils.ts";
 import {
   assertKeyStrength,
   createTokenizer,
@@ -17,25 +18,6 @@ const KEY_NON_ASCII = "clé-secrète-für-Zoë-Ørsted-τεστ-ключ"; // no
 const KEY_64 = "k".repeat(64); // exactly one block: used as is
 const KEY_65 = "0123456789".repeat(6) + "ABCDE"; // one byte over a block: hashed first
 const KEY_100 = "long-key-".repeat(11) + "x"; // 100 bytes: hashed first
-
-/** HMAC-SHA256 as computed by the openssl command-line tool (an independent implementation). */
-async function opensslHmac(key: string, data: string): Promise<string> {
-  const child = new Deno.Command("openssl", {
-    args: ["dgst", "-sha256", "-hmac", key],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(data));
-  await writer.close();
-  const out = await child.output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const text = new TextDecoder().decode(out.stdout).trim();
-  const hex = text.slice(text.lastIndexOf(" ") + 1);
-  assert.match(hex, /^[0-9a-f]{64}$/);
-  return hex;
-}
 
 const OPENSSL_INPUTS: readonly string[] = [
   "P000123456",

@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { type World, world as e2eWorld } from "../e2e/helpers.ts";
 import { join } from "node:path";
 import postgres from "postgres";
 import { defineDag, executeRun, resolveDag, task } from "../../core/mod.ts";
@@ -17,64 +18,19 @@ import {
   cli,
   type CliResult,
   CORE_MOD,
-  freshDatabase,
   notePostgresSkipped,
   OPERATORS_MOD,
-  seedHome,
 } from "../test_utils.ts";
 
 notePostgresSkipped();
 
-type Backend = "pglite" | "postgres";
-
 const KEY = "carrel-ops-test-key-SENTINEL-0123456789abcdef";
 
-interface World extends AsyncDisposable {
-  backend: Backend;
-  dir: string;
-  home: string;
-  dags: string;
-  dbUrl?: string;
-  env: Record<string, string>;
-  run(args: string[], extraEnv?: Record<string, string>): Promise<CliResult>;
-}
-
-/** A temporary folder with `dags/`, a private `home/` and a store (PGlite or a fresh database). */
-async function world(backend: Backend, label: string): Promise<World> {
-  const dir = await Deno.makeTempDir({ prefix: `carrel-privacy-${label}-` });
-  const home = join(dir, "home");
-  const dags = join(dir, "dags");
-  await Deno.mkdir(home, { mode: 0o700 });
-  await Deno.chmod(home, 0o700);
-  await Deno.mkdir(dags);
-  // Neither the key nor a keyring leaks in from the environment the tests run in.
-  const env: Record<string, string> = {
-    CARREL_HOME: home,
-    CARREL_DAGS_DIR: dags,
-    PII_HMAC_KEY: "",
-    CARREL_KEYRING: "",
-    CARREL_RETENTION: "",
-    CARREL_DATABASE_URL: "",
-  };
-  let db: ({ url: string } & AsyncDisposable) | undefined;
-  if (backend === "pglite") await seedHome(home);
-  else {
-    db = await freshDatabase(label);
-    env.CARREL_DATABASE_URL = db.url;
-  }
-  return {
-    backend,
-    dir,
-    home,
-    dags,
-    ...(db ? { dbUrl: db.url } : {}),
-    env,
-    run: (args, extraEnv = {}) => cli(args, { cwd: dir, env: { ...env, ...extraEnv } }),
-    async [Symbol.asyncDispose]() {
-      await db?.[Symbol.asyncDispose]();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
+/** A world whose key, keyring and retention never leak in from the environment the tests run in. */
+function world(backend: "pglite" | "postgres", label: string) {
+  return e2eWorld(backend, `privacy-${label}`, {
+    env: { PII_HMAC_KEY: "", CARREL_KEYRING: "", CARREL_RETENTION: "", CARREL_DATABASE_URL: "" },
+  });
 }
 
 function show(r: CliResult): string {

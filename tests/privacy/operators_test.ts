@@ -25,7 +25,13 @@ import {
 } from "../../core/mod.ts";
 import { keyFingerprint, KEYRING_FORMAT } from "../../operators/keyring.ts";
 import { privacyCheckpoint, schemaGate, tokenize } from "../../operators/mod.ts";
-import { BACKENDS, notePostgresSkipped, testStore, withTmpDir } from "../test_utils.ts";
+import {
+  BACKENDS,
+  notePostgresSkipped,
+  opensslHmac,
+  testStore,
+  withTmpDir,
+} from "../test_utils.ts";
 
 notePostgresSkipped();
 
@@ -39,25 +45,6 @@ const TOKEN = /^[0-9a-f]{64}$/;
 
 function hmac(key: string, raw: string): string {
   return createHmac("sha256", key).update(raw, "utf8").digest("hex");
-}
-
-/** The token as `openssl dgst -sha256 -hmac KEY` computes it for `raw` (UTF-8 bytes on stdin). */
-async function opensslHmac(key: string, raw: string): Promise<string> {
-  const child = new Deno.Command("openssl", {
-    args: ["dgst", "-sha256", "-hmac", key],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(raw));
-  await writer.close();
-  const out = await child.output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const text = new TextDecoder().decode(out.stdout).trim();
-  const hex = text.split(/\s+/).pop()!;
-  assert.match(hex, TOKEN, `unexpected openssl output: ${text}`);
-  return hex;
 }
 
 interface Ran extends RunResult {
