@@ -114,11 +114,12 @@ async function listDags(
   const command = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      "--unstable-worker-options",
       "--allow-all",
       "--quiet",
       "--config",
       join(REPO, "deno.json"),
-      join(REPO, "core", "cli", "main.ts"),
+      join(REPO, "cli", "main.ts"),
       "dags",
       "list",
       "--json",

@@ -22,7 +22,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import postgres from "postgres";
 import { type Dag, defineDag, resolveDag, type ResolvedDag, task } from "../core/dag.ts";
-import { executeRun } from "../core/executor.ts";
+import { executeRun } from "../core/run/local.ts";
 import { openPgliteStore } from "../core/state/pglite.ts";
 import { openPostgresStore } from "../core/state/postgres.ts";
 import type { StateStore } from "../core/state/store.ts";
@@ -357,8 +357,92 @@ export async function benchExecutor(opts: BenchOptions): Promise<Metric[]> {
     );
   }
 
+  const unsandboxed = metrics.find((m) => m.name === "executor.overhead_ms_per_task.pglite");
+  const memory = metrics.find((m) => m.name === "executor.overhead_ms_per_task.memory");
+  if (unsandboxed && memory) {
+    metrics.push(
+      await sandboxedOverhead(n, rounds, unsandboxed.value, memory.value, bare.chain, stores),
+    );
+  }
   metrics.push(await windmill40(opts.quick, stores));
   return metrics;
+}
+
+/**
+ * `executor.overhead_ms_per_task.sandboxed`: the same no-op chain on PGlite with every task in a
+ * strict sandbox (pooled Workers: one per permission set per run, its start-up and the DAG
+ * file's import included in the wall time), against the unsandboxed PGlite chain of this run.
+ * The DAG is a file (a Worker imports it to find the task bodies), loaded as the CLI loads it.
+ * `extra` also has the same chain without a store, where the sandbox's own cost stands out.
+ */
+async function sandboxedOverhead(
+  n: number,
+  rounds: number,
+  unsandboxedMs: number,
+  memoryMs: number,
+  bareMs: number,
+  stores: StoreFactory,
+): Promise<Metric> {
+  const { loadDagFile } = await import("../core/loader.ts");
+  const { sandboxStats } = await import("../core/sandbox/pool.ts");
+  const dir = await mkdtemp(join(tmpdir(), "carrel-bench-sandbox-"));
+  try {
+    const load = async (id: string, tasks: number) => {
+      const file = join(dir, `${id}.ts`);
+      await Deno.writeTextFile(
+        file,
+        `import { defineDag, task } from "carrel";
+const ids = Array.from({ length: ${tasks} }, (_, i) => "t" + String(i).padStart(5, "0"));
+const noop = () => null;
+export default defineDag({
+  id: "${id}",
+  schedule: null,
+  sandbox: "strict",
+  tasks: Object.fromEntries(ids.map((id, i) => [id, task({ after: i ? [ids[i - 1]!] : [], run: noop })])),
+});
+`,
+      );
+      const loaded = await loadDagFile(file);
+      if ("error" in loaded) throw new Error(loaded.error.message);
+      return loaded.dag;
+    };
+    await timeExecuteRun(await load("bench_sandbox_warm", 20), "pglite", stores);
+    const dag = await load("bench_sandboxed", n);
+    const startedBefore = sandboxStats.started;
+    const times: number[] = [];
+    for (let r = 0; r < rounds; r++) times.push(await timeExecuteRun(dag, "pglite", stores));
+    const ms = median(times) / n;
+    const workersPerRun = (sandboxStats.started - startedBefore) / rounds;
+    // Without a store, the sandbox's own cost stands out from the store's.
+    const memoryTimes: number[] = [];
+    for (let r = 0; r < rounds; r++) memoryTimes.push(await timeExecuteRun(dag, "memory", stores));
+    const memorySandboxed = median(memoryTimes) / n;
+    return metric(
+      "executor.overhead_ms_per_task.sandboxed",
+      ms,
+      "ms",
+      {
+        name: "the same chain unsandboxed (executor.overhead_ms_per_task.pglite)",
+        value: unsandboxedMs,
+      },
+      {
+        shape: "chain",
+        tasks: n,
+        store: "pglite",
+        sandbox: "strict, pooled Workers",
+        workers_started_per_run: workersPerRun,
+        sandbox_cost_ms_per_task: roundSignificant(ms - unsandboxedMs),
+        memory_sandboxed_ms_per_task: roundSignificant(memorySandboxed),
+        memory_unsandboxed_ms_per_task: roundSignificant(memoryMs),
+        memory_sandbox_cost_ms_per_task: roundSignificant(memorySandboxed - memoryMs),
+        bare_loop_ms_per_task: roundSignificant(bareMs),
+        target_2ms: ms <= 2,
+        rounds_wall_s: times.map((t) => roundSignificant(t / 1000)),
+      },
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** 40 sequential fib(10) tasks on PGlite, total wall seconds, against a plain loop. */

@@ -5,7 +5,8 @@
  * - `--quick`: smaller inputs; the whole suite runs in well under 5 minutes on 2 cores.
  * - `--json`: prints exactly one JSON document on stdout:
  *   `{ metrics, skipped, errors, machine }`. Progress goes to stderr.
- * - `module...`: any of `executor`, `dags_list`, `tokenize`, `privacy` (default: all).
+ * - `module...`: any of `executor`, `dags_list`, `tokenize`, `privacy`, `workers`, `library`,
+ *   `ils`, `ui`, `audit` (default: all).
  *
  * A module that throws becomes an entry in `errors` (and the exit code is 1); the other modules
  * still run. Usage errors exit with 2.
@@ -20,6 +21,10 @@ import { benchPrivacy } from "./privacy_bench.ts";
 import { benchTokenize } from "./tokenize_bench.ts";
 import { benchWorkers } from "./workers_bench.ts";
 import { benchLibrary } from "./library_bench.ts";
+import { benchIls } from "./ils_bench.ts";
+import { benchUi } from "./ui_bench.ts";
+import { benchAudit } from "./audit_bench.ts";
+import { benchMapping } from "./mapping_bench.ts";
 
 /** A benchmark module. */
 interface Module {
@@ -36,6 +41,10 @@ const MODULES: Module[] = [
   { name: "privacy", aliases: [], run: (opts) => benchPrivacy({ quick: opts.quick }) },
   { name: "workers", aliases: [], run: benchWorkers },
   { name: "library", aliases: ["catalog_sync", "circulation_sync"], run: benchLibrary },
+  { name: "ils", aliases: ["koha_circulation_sync", "holds_sync"], run: benchIls },
+  { name: "ui", aliases: ["console"], run: benchUi },
+  { name: "audit", aliases: [], run: benchAudit },
+  { name: "mapping", aliases: [], run: benchMapping },
 ];
 
 /** A module that failed. */
@@ -69,6 +78,8 @@ Environment:
   CARREL_BENCH_DATABASE_URL  PostgreSQL server for the .postgres metrics (else
                              CARREL_TEST_DATABASE_URL; without either they are skipped).
                              Databases named carrel_bench_* are created and dropped there.
+  CARREL_BENCH_MYSQL_URL     MariaDB server for koha_circulation_sync (else
+                             CARREL_TEST_MYSQL_URL; without either it is skipped).
 `;
 
 /** Parsed command line. */

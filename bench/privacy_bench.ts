@@ -11,6 +11,12 @@
  *   string of a record; V8's native serializer does exactly that with no
  *   checks, so it is an honest lower bound on the traversal cost.
  *
+ * - `small_cells.groups_per_s`: {@link protectCounts} on monthly counts per
+ *   branch x age band x format (20 x 7 x 6 groups a month, skewed so that many
+ *   are below k = 10): primary and complementary suppression with the exact
+ *   check. Baseline: the same table and all its totals summed by hand into a
+ *   `Map` (what publishing it unprotected costs).
+ *
  * `ratio` is `value / baseline.value`: 1 means as fast as the baseline, 0.5
  * half as fast. Each figure is the median of alternating rounds.
  *
@@ -20,8 +26,9 @@
  */
 
 import { z } from "zod";
-import { createCheckpoint } from "../operators/checkpoint_checks.ts";
-import { createGate } from "../operators/gate.ts";
+import { createCheckpoint } from "../operators/privacy/checkpoint_checks.ts";
+import { createGate } from "../operators/privacy/gate.ts";
+import { protectCounts } from "../operators/privacy/small_cells.ts";
 import type { Metric } from "./metric.ts";
 
 export type { Metric };
@@ -109,6 +116,32 @@ function tokenizedEvents(count: number): Record<string, unknown>[] {
     const { patron_id: _id, Patron_Barcode: _barcode, email: _email, ...rest } = event;
     return { ...rest, patron_id: hex64(random) };
   });
+}
+
+/** Monthly counts per branch x age band x format, skewed: many groups below 10. */
+function monthlyGroups(months: number): Record<string, unknown>[] {
+  const random = lcg(13);
+  const bands = ["0-12", "13-17", "18-24", "25-44", "45-64", "65+", "unknown"];
+  const formats = ["book", "dvd", "cd", "magazine", "audiobook", "ebook"];
+  const out: Record<string, unknown>[] = [];
+  for (let m = 1; m <= months; m++) {
+    for (let b = 0; b < 20; b++) {
+      for (let a = 0; a < bands.length; a++) {
+        for (let f = 0; f < formats.length; f++) {
+          const count = Math.floor(random() * random() * 400 / (1 + f + (a === 6 ? 8 : 0)));
+          if (count === 0) continue;
+          out.push({
+            month: `2026-${String(m).padStart(2, "0")}`,
+            branch: `B${b}`,
+            age_band: bands[a],
+            format: formats[f],
+            count,
+          });
+        }
+      }
+    }
+  }
+  return out;
 }
 
 function timeLoop(budgetMs: number, loop: () => number): number {
@@ -219,8 +252,40 @@ export async function benchPrivacy(opts: { quick: boolean }): Promise<Metric[]> 
       return tokenized.length;
     },
   );
+  await new Promise((resolve) => setTimeout(resolve, 0));
+
+  const groups = monthlyGroups(opts.quick ? 2 : 6);
+  const table = {
+    by: ["month"],
+    dimensions: ["branch", "age_band", "format"],
+    sum: "count",
+    k: 10,
+  };
+  const smallCellsMetric = compare(
+    "small_cells.groups_per_s",
+    "map_totals.groups_per_s",
+    opts.quick ? 2 : 3,
+    budgetMs,
+    () => {
+      sink += protectCounts(groups, table).stats.complementary;
+      return groups.length;
+    },
+    () => {
+      const totals = new Map<string, number>();
+      for (const g of groups) {
+        for (let mask = 0; mask < 8; mask++) {
+          const key = `${g.month}|${mask & 1 ? "*" : g.branch}|${mask & 2 ? "*" : g.age_band}|${
+            mask & 4 ? "*" : g.format
+          }`;
+          totals.set(key, (totals.get(key) ?? 0) + (g.count as number));
+        }
+      }
+      sink += totals.size;
+      return groups.length;
+    },
+  );
   if (sink < 0) throw new Error("Privacy bench failed: unreachable");
-  return [gateMetric, checkpointMetric];
+  return [gateMetric, checkpointMetric, smallCellsMetric];
 }
 
 if (import.meta.main) {

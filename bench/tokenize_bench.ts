@@ -18,7 +18,7 @@
 
 import { createHmac } from "node:crypto";
 import process from "node:process";
-import { HmacTokenizer } from "../operators/hmac_sha256.ts";
+import { HmacTokenizer } from "../core/privacy/hmac_sha256.ts";
 import type { Metric } from "./metric.ts";
 
 export type { Metric };

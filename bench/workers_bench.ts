@@ -6,10 +6,14 @@
  *   by 1 and by 4 in-process workers (`runWorker`, each with its own store connections), from the
  *   first task start to the last task end. Baseline: graphile-worker jobs/s for the same number of
  *   no-op jobs with concurrency 1 and 4.
- * - `workers.handoff_latency_ms`: median time from an upstream task ending to its downstream
- *   starting, over a chain run by one worker (from `task_instances.ended_at` / `started_at`).
- *   Baseline: graphile-worker, a job that enqueues the next one; from the end of one job's
- *   function to the start of the next.
+ * - `workers.handoff_latency_ms`: median time from the end of an upstream task's function to the
+ *   start of its downstream's, over a chain run by one worker (`performance.now()` in the task
+ *   bodies: measured exactly as the baseline is). Baseline: graphile-worker, a job that enqueues
+ *   the next one; from the end of one job's function to the start of the next.
+ * - `workers.exactly_once_10k`: seconds for 4 worker processes to complete 10,000 no-op task
+ *   instances (quick: 2,000) while one of them is killed with SIGKILL halfway; fails unless every
+ *   instance succeeded exactly once (one success each in the store and in the audit trail).
+ *   Baseline: graphile-worker completing the same number of no-op jobs with concurrency 4.
  *
  * Needs `CARREL_BENCH_DATABASE_URL` (or `CARREL_TEST_DATABASE_URL`); without one it measures
  * nothing and reports the metrics as skipped. Runnable alone:
@@ -23,11 +27,10 @@ import postgres from "postgres";
 import * as graphile from "graphile-worker";
 
 import type { DataInterval, ResolvedDag } from "../core/dag.ts";
-import { startRun } from "../core/distributed.ts";
 import { loadDags } from "../core/loader.ts";
 import { openPostgresStore } from "../core/state/postgres.ts";
 import type { SqlStateStore } from "../core/state/sql_store.ts";
-import { runWorker } from "../core/worker.ts";
+import { runWorker, startRun } from "../core/run/worker.ts";
 import { type BenchOptions, median, type Metric, metric } from "./metric.ts";
 
 const { Logger, makeWorkerUtils, run: runGraphile, runMigrations } = graphile;
@@ -36,6 +39,7 @@ const NAMES = [
   "workers.claims_per_s.1",
   "workers.claims_per_s.4",
   "workers.handoff_latency_ms",
+  "workers.exactly_once_10k",
 ] as const;
 
 const CORE_MOD = new URL("../core/mod.ts", import.meta.url).href;
@@ -50,19 +54,23 @@ interface Sizes {
   perRun: number;
   /** Length of the chain for the handoff latency. */
   chain: number;
+  /** Task instances for the exactly-once measurement (100 per run). */
+  exactlyOnce: number;
 }
 
 function sizes(quick: boolean): Sizes {
-  return quick ? { tasks: 300, perRun: 20, chain: 15 } : { tasks: 2000, perRun: 20, chain: 40 };
+  return quick
+    ? { tasks: 300, perRun: 20, chain: 15, exactlyOnce: 2_000 }
+    : { tasks: 2000, perRun: 20, chain: 40, exactlyOnce: 10_000 };
 }
 
 /** The server URL, or undefined. */
-function serverUrl(): string | undefined {
+export function serverUrl(): string | undefined {
   return Deno.env.get("CARREL_BENCH_DATABASE_URL") ?? Deno.env.get("CARREL_TEST_DATABASE_URL");
 }
 
 /** A fresh database on the server, dropped on dispose. */
-async function freshDatabase(base: string, label: string) {
+export async function freshDatabase(base: string, label: string) {
   const name = `carrel_bench_${label}_${crypto.randomUUID().slice(0, 8)}`;
   const admin = postgres(base, { max: 1, onnotice: () => {} });
   await admin.unsafe(`CREATE DATABASE ${name}`);
@@ -120,8 +128,25 @@ function dagFiles(s: Sizes): Record<string, string> {
   },
 });
 `,
+    "bench_once.ts": `${head}export default defineDag({
+  id: "bench_once",
+  schedule: null,
+  maxActiveTasks: 64,
+  tasks: {
+    ${
+      Array.from(
+        { length: ONCE_PER_RUN },
+        (_, i) => `o${i}: task({ retries: 2, retryDelay: 0, run: () => null }),`,
+      ).join("\n    ")
+    }
+  },
+});
+`,
   };
 }
+
+/** Task instances per run of the exactly-once measurement. */
+const ONCE_PER_RUN = 100;
 
 let round = 0;
 const nextInterval = (): DataInterval => {
@@ -195,7 +220,7 @@ async function carrelThroughput(
 async function carrelHandoff(
   ctx: { url: string; store: SqlStateStore; dagsDir: string; home: string },
   dag: ResolvedDag,
-): Promise<{ ms: number; bodyMs: number }> {
+): Promise<{ columnsMs: number; bodyMs: number }> {
   const [runId] = await drain(ctx, dag, 1, 1);
   const rows = await ctx.store.client.query<{ task_id: string; started_at: Date; ended_at: Date }>(
     "SELECT task_id, started_at, ended_at FROM task_instances WHERE run_id = $1",
@@ -210,7 +235,99 @@ async function carrelHandoff(
     const a = times().get(`${runId}/c${i - 1}`), b = times().get(`${runId}/c${i}`);
     if (a && b) bodyGaps.push(b.start - a.end);
   }
-  return { ms: median(gaps), bodyMs: median(bodyGaps) };
+  return { columnsMs: median(gaps), bodyMs: median(bodyGaps) };
+}
+
+/**
+ * 4 worker processes (the CLI) drain `n` task instances; one is killed with SIGKILL once half of
+ * them have succeeded. Throws unless every instance succeeded exactly once.
+ */
+async function carrelExactlyOnce(
+  ctx: { url: string; store: SqlStateStore; dagsDir: string; home: string },
+  dag: ResolvedDag,
+  n: number,
+): Promise<{ seconds: number; lost: number; retried: number }> {
+  const ids: string[] = [];
+  for (let i = 0; i < Math.ceil(n / ONCE_PER_RUN); i++) {
+    ids.push((await startRun(ctx.store, dag, nextInterval(), {}, "triggered")).runId);
+  }
+  const main = new URL("../cli/main.ts", import.meta.url).pathname;
+  const config = new URL("../deno.json", import.meta.url).pathname;
+  const start = performance.now();
+  const workers = Array.from({ length: 4 }, () =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--unstable-worker-options",
+        "--allow-all",
+        "--quiet",
+        "--config",
+        config,
+        main,
+        "worker",
+        "--json",
+      ],
+      env: { CARREL_DATABASE_URL: ctx.url, CARREL_DAGS_DIR: ctx.dagsDir, CARREL_HOME: ctx.home },
+      stdout: "null",
+      stderr: "null",
+    }).spawn());
+  const successes = async () => {
+    const [row] = await ctx.store.client.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM task_instances
+       WHERE run_id = ANY($1::text[]) AND state = 'success'`,
+      [ids],
+    );
+    return Number(row?.n ?? 0);
+  };
+  let killed = false;
+  try {
+    const deadline = Date.now() + 1_200_000;
+    while (Date.now() < deadline) {
+      const done = await successes();
+      if (!killed && done >= n / 2) {
+        workers[0]!.kill("SIGKILL");
+        await workers[0]!.status;
+        killed = true;
+      }
+      if (done >= ids.length * ONCE_PER_RUN) break;
+      await sleep(50);
+    }
+  } finally {
+    for (const w of workers.slice(killed ? 1 : 0)) {
+      try {
+        w.kill("SIGTERM");
+      } catch { /* gone */ }
+    }
+    await Promise.all(workers.map((w) => w.status));
+  }
+  const seconds = (performance.now() - start) / 1000;
+  const [check] = await ctx.store.client.query<
+    { n: number; ok: number; audited: number; distinct: number; lost: number; tries: number }
+  >(
+    `SELECT count(*)::int AS n, count(*) FILTER (WHERE state = 'success')::int AS ok,
+       (SELECT count(*) FROM audit_log a WHERE a.correlation_id = ANY($1::text[])
+          AND a.operation = 'task:success')::int AS audited,
+       (SELECT count(DISTINCT (a.correlation_id, a.task_id)) FROM audit_log a
+          WHERE a.correlation_id = ANY($1::text[]) AND a.operation = 'task:success')::int AS distinct,
+       (SELECT count(*) FROM audit_log a WHERE a.correlation_id = ANY($1::text[])
+          AND a.operation = 'task:lost')::int AS lost,
+       count(*) FILTER (WHERE try_number > 1)::int AS tries
+     FROM task_instances WHERE run_id = ANY($1::text[])`,
+    [ids],
+  );
+  const total = ids.length * ONCE_PER_RUN;
+  const c = check!;
+  if (
+    !killed || Number(c.n) !== total || Number(c.ok) !== total || Number(c.audited) !== total ||
+    Number(c.distinct) !== total
+  ) {
+    throw new Error(
+      `Exactly-once violated: ${c.ok}/${total} succeeded, ${c.audited} success entries for ${c.distinct} instances (a worker ${
+        killed ? "was" : "was not"
+      } killed)`,
+    );
+  }
+  return { seconds, lost: Number(c.lost), retried: Number(c.tries) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,6 +446,7 @@ export async function benchWorkers(opts: BenchOptions): Promise<Metric[]> {
     const ctx = { url: carrelDb.url, store, dagsDir, home: join(tmp, "home") };
     const noop = loaded.dags.get("bench_noop")!;
     const chain = loaded.dags.get("bench_chain")!;
+    const once = loaded.dags.get("bench_once")!;
 
     await runMigrations({ connectionString: graphileDb.url, logger: silent });
 
@@ -342,6 +460,8 @@ export async function benchWorkers(opts: BenchOptions): Promise<Metric[]> {
     const theirs4 = await graphileThroughput(graphileDb.url, s.tasks, 4);
     const handoff = await carrelHandoff(ctx, chain);
     const theirHandoff = await graphileHandoff(graphileDb.url, s.chain);
+    const exactly = await carrelExactlyOnce(ctx, once, s.exactlyOnce);
+    const theirExactly = s.exactlyOnce / await graphileThroughput(graphileDb.url, s.exactlyOnce, 4);
 
     const common = { tasks: s.tasks, tasksPerRun: s.perRun, quick: opts.quick };
     return [
@@ -353,13 +473,25 @@ export async function benchWorkers(opts: BenchOptions): Promise<Metric[]> {
         name: "graphile-worker@0.16 jobs/s, concurrency 4",
         value: theirs4,
       }, { ...common, workers: 4, seconds: ours4.seconds }),
-      metric("workers.handoff_latency_ms", handoff.ms, "ms", {
+      metric("workers.handoff_latency_ms", handoff.bodyMs, "ms", {
         name: "graphile-worker@0.16, job enqueuing the next: end to next start",
         value: theirHandoff,
       }, {
         chain: s.chain,
-        // Function end to next function start, measured like the baseline.
-        bodyToBodyMs: Math.round(handoff.bodyMs * 100) / 100,
+        // The same gap as the store records it (ended_at to the next started_at).
+        recordedGapMs: Math.round(handoff.columnsMs * 100) / 100,
+        quick: opts.quick,
+      }),
+      metric("workers.exactly_once_10k", exactly.seconds, "s", {
+        name: "graphile-worker@0.16, the same number of no-op jobs, concurrency 4 (no kill)",
+        value: theirExactly,
+      }, {
+        tasks: s.exactlyOnce,
+        workers: 4,
+        killed: 1,
+        lostAttempts: exactly.lost,
+        retriedInstances: exactly.retried,
+        exactlyOnce: true,
         quick: opts.quick,
       }),
     ];

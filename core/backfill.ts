@@ -6,7 +6,9 @@
  * @module
  */
 import type { DataInterval, ResolvedDag } from "./dag.ts";
-import { executeRun, type ExecutorEvent, jobKeysFor, type RunResult } from "./executor.ts";
+import type { ExecutorEvent, RunResult } from "./run/events.ts";
+import { executeRun } from "./run/local.ts";
+import { jobKeysFor } from "./run/plan.ts";
 import { runIdFor } from "./job_key.ts";
 import { intervalsBetween } from "./schedule.ts";
 import type { StateStore } from "./state/store.ts";

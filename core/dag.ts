@@ -7,10 +7,27 @@
 import { z } from "zod";
 import { parseCronExpression } from "cron-schedule";
 import { type Duration, parseDuration } from "./duration.ts";
-import { DagError } from "./errors.ts";
+import { DagError, errorMessage } from "./errors.ts";
 import { orderTasks } from "./graph.ts";
 import type { TaskLogger } from "./log.ts";
 import type { DatasetWriter, Workspace } from "./dataset.ts";
+import {
+  type AlertOptions,
+  alertShape,
+  resolveAlerts,
+  type ResolvedAlerts,
+} from "./alerts/alert.ts";
+import { resolve as resolvePath } from "node:path";
+import { toFileUrl } from "./paths.ts";
+import { registerSandboxedTasks } from "./sandbox/run.ts";
+import {
+  type Capabilities,
+  capabilityProblems,
+  type SandboxMode,
+  sandboxMode,
+  staticCapabilities,
+  type TaskSandbox,
+} from "./sandbox/capabilities.ts";
 
 /** Where a task may run: `enclave` tasks may touch raw patron data; `shared` tasks may not. */
 export type Zone = "shared" | "enclave";
@@ -25,10 +42,22 @@ export const TRIGGER_RULES = [
   "none_failed",
   "none_failed_min_one_success",
   "always",
+  "all_skipped",
+  "one_done",
+  "none_skipped",
+  "all_done_min_one_success",
 ] as const;
 
-/** When a task runs, given the final states of its upstream tasks. */
-export type TriggerRule = typeof TRIGGER_RULES[number];
+/** Airflow's older names, accepted and resolved to the rule they name. */
+export const TRIGGER_RULE_ALIASES = {
+  none_failed_or_skipped: "none_failed_min_one_success",
+  dummy: "always",
+} as const;
+
+/** When a task runs, given the final states of its upstream tasks (aliases included). */
+export type TriggerRule =
+  | typeof TRIGGER_RULES[number]
+  | keyof typeof TRIGGER_RULE_ALIASES;
 
 /** The data interval of a run: `[start, end)`. */
 export interface DataInterval {
@@ -71,10 +100,19 @@ export interface TaskContext<P = Record<string, unknown>> {
    * Records a count for the audit trail (for example `tokenized: 1420`). Counts only, never values.
    */
   count(operation: string, records: number, detail?: Record<string, unknown>): void;
+  /** A mapped instance's item (`expand`): opaque, never stored or logged. Absent otherwise. */
+  item?: unknown;
+  /** A mapped instance's index (0-based), as in its id `load[3]`; absent otherwise. */
+  mapIndex?: number;
 }
 
-/** The options every task accepts. */
-export interface TaskOptions {
+/**
+ * The options every task accepts (with its callbacks and SLA: `alerts/alert.ts`; its declared
+ * capabilities: `sandbox/capabilities.ts`).
+ */
+export interface TaskOptions extends AlertOptions, Capabilities {
+  /** `"strict"`: the body runs in a Worker with only the declared capabilities. */
+  sandbox?: SandboxMode;
   /** Ids of upstream tasks. */
   after?: readonly string[];
   /** `"shared"` (default) or `"enclave"`. */
@@ -93,7 +131,39 @@ export interface TaskOptions {
   pool?: string;
   /** Tags on the task's output, such as `pii:raw` (a privacy checkpoint refuses it). */
   outputTags?: readonly string[];
+  /**
+   * Dynamic task mapping: one task instance per item (`load[0]`, `load[1]`, ...), each with its
+   * own job key, state, retries and audit entries; `ctx.item` and `ctx.mapIndex` tell it which.
+   * A function of `ctx` (with the upstream outputs in `ctx.inputs`) returning an array or an
+   * iterable, or the id of an upstream task whose output (an array or a dataset) is mapped over.
+   * It must give the same items each time (it is evaluated again on resume; items are never
+   * stored). Zero items skip the task and, by the default trigger rule, its dependants.
+   */
+  expand?: string | ((ctx: TaskContext) => unknown);
+  /** The most items `expand` may yield (default 10,000); more is an error. */
+  mapLimit?: number;
+  /**
+   * Which ready task runs first when slots are short (an integer, default 1; higher first), as
+   * Airflow's `priority_weight`, combined by `weightRule`.
+   */
+  priorityWeight?: number;
+  /**
+   * How the effective priority is computed, as Airflow's `weight_rule`: `"downstream"` (default:
+   * own weight plus every downstream task's), `"upstream"` (plus every upstream task's) or
+   * `"absolute"` (own weight only).
+   */
+  weightRule?: WeightRule;
+  /**
+   * A streaming, record-wise task: it reads each input once, start to end, and hands its records
+   * on in the first dataset it creates that is not value-free. Consecutive streaming tasks run as
+   * one pass, records handed over in memory (`core/run/fuse.ts`). `"output"`: only its output
+   * streams (it reads its input more than once, so it can only head a pass).
+   */
+  stream?: boolean | "output";
 }
+
+/** Airflow's weight rules: how a task's effective priority is computed. */
+export type WeightRule = "downstream" | "upstream" | "absolute";
 
 /** A task as a DAG file declares it: what `task()` and the operators return. */
 export interface TaskSpec<P = Record<string, unknown>> extends Omit<TaskOptions, "zone"> {
@@ -104,6 +174,20 @@ export interface TaskSpec<P = Record<string, unknown>> extends Omit<TaskOptions,
   checkpoint?: boolean;
   /** The operator that made this spec, for display (`task`, `tokenize`, `schemaGate`, ...). */
   operator?: string;
+  /**
+   * Checks that need the rest of the DAG (an operator's options against its upstream tasks), run
+   * when the DAG is loaded or validated. Returns the problems, one line each, naming fields, never
+   * data; each is reported as `tasks.<id>: <problem>`.
+   */
+  validate?: (context: TaskValidationContext) => readonly string[];
+}
+
+/** What a task's `validate` hook receives: the DAG around it, already resolved. */
+export interface TaskValidationContext {
+  dagId: string;
+  taskId: string;
+  /** The task's direct upstream tasks, in the order of `after` (zones resolved). */
+  upstream: readonly ResolvedTask[];
 }
 
 /** Retry, delay and timeout defaults for every task of a DAG. */
@@ -113,10 +197,13 @@ export interface TaskDefaults {
   retryBackoff?: "exponential" | "fixed";
   maxRetryDelay?: Duration;
   timeout?: Duration;
+  priorityWeight?: number;
+  weightRule?: WeightRule;
 }
 
 /** A DAG as a file declares it. */
-export interface DagConfig<P extends Record<string, unknown> = Record<string, unknown>> {
+export interface DagConfig<P extends Record<string, unknown> = Record<string, unknown>>
+  extends AlertOptions {
   /** `/^[a-z][a-z0-9_]*$/`, unique across files. */
   id: string;
   description?: string;
@@ -136,9 +223,18 @@ export interface DagConfig<P extends Record<string, unknown> = Record<string, un
   defaults?: TaskDefaults;
   tasks: Record<string, TaskSpec<P>>;
   tags?: readonly string[];
+  /** The time limit of each alert callback. Default 60s. */
+  callbackTimeout?: Duration;
+  /** `"strict"`: every task runs in a Worker with only its declared capabilities. */
+  sandbox?: SandboxMode;
+  /** The zone of each connection the tasks name (`{ koha: "enclave" }`). */
+  connections?: Record<string, Zone>;
 }
 
 const DAG_BRAND = Symbol.for("carrel.dag");
+
+/** The most items a mapped task may expand to unless its `mapLimit` says otherwise. */
+export const DEFAULT_MAP_LIMIT = 10_000;
 
 /** What `defineDag` returns: the config, branded so the loader can recognise it. */
 export interface Dag<P extends Record<string, unknown> = Record<string, unknown>> {
@@ -221,7 +317,63 @@ const dateLike = z.union([z.string(), z.date()], { error: "expected an ISO date"
   { error: "expected an ISO date such as 2026-01-01T00:00:00Z" },
 );
 
-const taskSchema = z.object({
+/**
+ * An object's error: names unknown keys (`.strict()`) with the closest known key as a
+ * suggestion (`unknown key "retires" (did you mean "retries"?)`), else `what`.
+ */
+function objectError(what: string, known: readonly string[]) {
+  return (issue: { code?: string; keys?: readonly string[] }): string => {
+    if (issue.code !== "unrecognized_keys" || !issue.keys) return what;
+    const named = issue.keys.map((k) => {
+      const near = closest(k, known);
+      return near ? `"${k}" (did you mean "${near}"?)` : `"${k}"`;
+    });
+    return `unknown key${issue.keys.length > 1 ? "s" : ""} ${named.join(", ")}`;
+  };
+}
+
+/** The known word within edit distance 2 (or a third of its length) of `word`, if any. */
+export function closest(word: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const d = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+/** Levenshtein distance with adjacent transpositions counted as one edit. */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) rows[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d = Math.min(d, rows[i - 2]![j - 2]! + 1);
+      }
+      rows[i]![j] = d;
+    }
+  }
+  return rows[a.length]![b.length]!;
+}
+
+const TRIGGER_ALIAS_NAMES = Object.keys(
+  TRIGGER_RULE_ALIASES,
+) as (keyof typeof TRIGGER_RULE_ALIASES)[];
+
+function capabilityList(what: string) {
+  return z.union([
+    z.array(z.string({ error: `expected ${what}` }), { error: `expected an array of ${what}` }),
+    z.custom<(params: Record<string, unknown>) => readonly string[]>(
+      (v) => typeof v === "function",
+    ),
+  ], { error: `expected an array of ${what} or a function of the params` });
+}
+
+const taskShape = {
   run: z.custom<(ctx: TaskContext) => unknown>((v) => typeof v === "function", {
     error: "expected a function",
   }),
@@ -238,8 +390,11 @@ const taskSchema = z.object({
     .optional(),
   maxRetryDelay: duration.optional(),
   timeout: duration.optional(),
-  triggerRule: z.enum(TRIGGER_RULES, { error: `expected one of ${TRIGGER_RULES.join(", ")}` })
-    .optional(),
+  triggerRule: z.enum([...TRIGGER_RULES, ...TRIGGER_ALIAS_NAMES], {
+    error: `expected one of ${TRIGGER_RULES.join(", ")} (or an alias: ${
+      TRIGGER_ALIAS_NAMES.join(", ")
+    })`,
+  }).optional(),
   description: z.string({ error: "expected a string" }).optional(),
   pool: z.string({ error: "expected a pool name" }).regex(/^[a-z][a-z0-9_]*$/, {
     error: "expected a pool name matching /^[a-z][a-z0-9_]*$/",
@@ -247,24 +402,53 @@ const taskSchema = z.object({
   checkpoint: z.boolean({ error: "expected a boolean" }).optional(),
   operator: z.string().optional(),
   outputTags: z.array(z.string()).optional(),
-}, { error: "expected a task (use task({...}) or an operator)" }).strict();
+  expand: z.union([
+    z.string({ error: "expected a task id" }),
+    z.custom<(ctx: TaskContext) => unknown>((v) => typeof v === "function"),
+  ], { error: "expected an upstream task id or a function returning the items" }).optional(),
+  mapLimit: positive("a number >= 1").optional(),
+  priorityWeight: z.number({ error: "expected an integer" }).int({ error: "expected an integer" })
+    .optional(),
+  weightRule: z.enum(["downstream", "upstream", "absolute"], {
+    error: 'expected "downstream", "upstream" or "absolute"',
+  }).optional(),
+  stream: z.union([z.boolean(), z.literal("output")], {
+    error: 'expected a boolean or "output"',
+  }).optional(),
+  validate: z.custom<(context: TaskValidationContext) => readonly string[]>(
+    (v) => typeof v === "function",
+    { error: "expected a function" },
+  ).optional(),
+  ...alertShape,
+  sandbox: z.enum(["strict", "none"], { error: 'expected "strict" or "none"' }).optional(),
+  connections: capabilityList("connection names").optional(),
+  reads: capabilityList("paths").optional(),
+  writes: capabilityList("paths").optional(),
+  env: capabilityList("variable names").optional(),
+  keyring: z.boolean({ error: "expected a boolean" }).optional(),
+};
+const taskSchema = z.object(taskShape, {
+  error: objectError("expected a task (use task({...}) or an operator)", Object.keys(taskShape)),
+}).strict();
 
-/** An object's error: names unknown keys (`.strict()`), else `what`. */
-const objectError = (what: string) => (issue: { code?: string; keys?: readonly string[] }) =>
-  issue.code === "unrecognized_keys" && issue.keys
-    ? `unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`
-    : what;
-
-const defaultsSchema = z.object({
+const defaultsShape = {
   retries: count("a number >= 0").optional(),
   retryDelay: duration.optional(),
   retryBackoff: z.enum(["exponential", "fixed"], { error: 'expected "exponential" or "fixed"' })
     .optional(),
   maxRetryDelay: duration.optional(),
   timeout: duration.optional(),
-}, { error: objectError("expected an object") }).strict();
+  priorityWeight: taskShape.priorityWeight,
+  weightRule: taskShape.weightRule,
+};
+const defaultsSchema = z.object(defaultsShape, {
+  error: objectError("expected an object", Object.keys(defaultsShape)),
+}).strict();
 
-const dagSchema = z.object({
+/** A task id: a name, prefixed by its groups' names (`extract.patrons`). */
+const TASK_ID = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/;
+
+const dagShape = {
   id: z.string({ error: "expected a DAG id" }).regex(/^[a-z][a-z0-9_]*$/, {
     error: "expected a DAG id matching /^[a-z][a-z0-9_]*$/",
   }),
@@ -302,19 +486,29 @@ const dagSchema = z.object({
   ], { error: "expected an object of defaults or a zod schema" }).optional(),
   defaults: defaultsSchema.optional(),
   tasks: z.record(
-    z.string().regex(/^[a-z][a-z0-9_]*$/, {
-      error: "expected task ids matching /^[a-z][a-z0-9_]*$/",
+    z.string().regex(TASK_ID, {
+      error: `expected task ids matching /^[a-z][a-z0-9_]*$/ (in groups joined by ".")`,
     }),
     taskSchema,
     {
       error: (issue) =>
         issue.code === "invalid_key"
-          ? "expected task ids matching /^[a-z][a-z0-9_]*$/"
+          ? `expected task ids matching /^[a-z][a-z0-9_]*$/ (in groups joined by ".")`
           : "expected an object of tasks",
     },
   ).refine((tasks) => Object.keys(tasks).length > 0, { error: "expected at least one task" }),
   tags: z.array(z.string()).optional(),
-}, { error: objectError("expected a DAG config") }).strict();
+  ...alertShape,
+  callbackTimeout: duration.optional(),
+  sandbox: z.enum(["strict", "none"], { error: 'expected "strict" or "none"' }).optional(),
+  connections: z.record(
+    z.string(),
+    z.enum(["shared", "enclave"], { error: 'expected "shared" or "enclave"' }),
+  ).optional(),
+};
+const dagSchema = z.object(dagShape, {
+  error: objectError("expected a DAG config", Object.keys(dagShape)),
+}).strict();
 
 /** A task after validation: defaults applied, durations in milliseconds, zone resolved. */
 export interface ResolvedTask {
@@ -336,8 +530,25 @@ export interface ResolvedTask {
   description: string | undefined;
   pool: string | undefined;
   outputTags: string[];
+  /** The declared weight (default 1). */
+  priorityWeight: number;
+  weightRule: WeightRule;
+  /** The effective priority: higher runs first (see {@link effectivePriorities}). */
+  priority: number;
   /** The spec as the file declared it (operators keep their options here). */
   spec: TaskSpec;
+  /** Its callbacks and SLA. */
+  alerts: ResolvedAlerts;
+  /** A mapped task: what it maps over (its instance `id` expands; see `core/run/mapping.ts`). */
+  expand?: string | ((ctx: TaskContext) => unknown);
+  /** A mapped task: the most items it may expand to. */
+  mapLimit?: number;
+  /** A mapped instance (`load[3]`): its task and index. */
+  mapOf?: { task: string; index: number };
+  /** Its sandbox mode and declared capabilities. */
+  sandbox: TaskSandbox;
+  /** The URL of the DAG file (set by the loader): what a sandbox Worker imports. */
+  module?: string;
 }
 
 /** A DAG after validation. */
@@ -362,6 +573,95 @@ export interface ResolvedDag {
   downstream: Map<string, string[]>;
   file: string | undefined;
   tags: string[];
+  /**
+   * The DAG code version: the first 12 hex of the SHA-256 of its file, or of its file's and its
+   * local modules' hashes when it imports any (set by the loader; see `dag_version.ts`).
+   */
+  version?: string;
+  /** The run's callbacks and SLA. */
+  alerts: ResolvedAlerts;
+  /** The time limit of each alert callback. */
+  callbackTimeoutMs: number;
+  /** The hashes of its file and the local modules it imports, by path (set by the loader). */
+  modules?: Record<string, string>;
+}
+
+/**
+ * `after` ids with each group name replaced by every task of the group (`extract` ->
+ * `extract.patrons`, `extract.items`); task ids and unknown ids pass through.
+ */
+function expandGroups(after: readonly string[], ids: readonly string[]): string[] {
+  const known = new Set(ids);
+  return after.flatMap((ref) => {
+    if (known.has(ref)) return [ref];
+    const members = ids.filter((id) => id.startsWith(`${ref}.`));
+    return members.length > 0 ? members : [ref];
+  });
+}
+
+/** A task id that is also a group's name (`extract` and `extract.patrons`) is ambiguous. */
+function groupConflicts(ids: readonly string[]): string | undefined {
+  const known = new Set(ids);
+  for (const id of ids) {
+    for (let at = id.indexOf("."); at >= 0; at = id.indexOf(".", at + 1)) {
+      const prefix = id.slice(0, at);
+      if (known.has(prefix)) {
+        return `tasks.${prefix}: a task has the name of the group of "${id}"; rename one`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** A trigger rule under its current name (`dummy` is `always`). */
+function canonicalRule(rule: TriggerRule): TriggerRule {
+  return (TRIGGER_RULE_ALIASES as Record<string, TriggerRule>)[rule] ?? rule;
+}
+
+/**
+ * Each task's effective priority, as Airflow computes `priority_weight_total`: its own weight,
+ * plus the weights of every task downstream of it (`downstream`) or upstream of it (`upstream`),
+ * each counted once; `absolute` is its own weight only.
+ *
+ * @example
+ * ```ts
+ * import { defineDag, resolveDag, task } from "./mod.ts";
+ * const dag = resolveDag(defineDag({ id: "p", tasks: {
+ *   a: task({ run: () => 1 }),
+ *   b: task({ after: ["a"], priorityWeight: 5, run: () => 1 }),
+ * } }));
+ * dag.tasks.get("a")!.priority; // 6: its own 1 and b's 5
+ * ```
+ */
+export function effectivePriorities(
+  tasks: ReadonlyMap<string, Pick<ResolvedTask, "after" | "priorityWeight" | "weightRule">>,
+  order: readonly string[],
+  downstream: ReadonlyMap<string, readonly string[]>,
+): Map<string, number> {
+  const reach = (start: string, next: (id: string) => readonly string[]): Set<string> => {
+    const seen = new Set<string>();
+    const stack = [...next(start)];
+    while (stack.length > 0) {
+      const id = stack.pop()!;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      stack.push(...next(id));
+    }
+    return seen;
+  };
+  const out = new Map<string, number>();
+  for (const id of order) {
+    const t = tasks.get(id)!;
+    let total = t.priorityWeight;
+    if (t.weightRule !== "absolute") {
+      const others = t.weightRule === "downstream"
+        ? reach(id, (x) => downstream.get(x) ?? [])
+        : reach(id, (x) => tasks.get(x)!.after);
+      for (const o of others) total += tasks.get(o)!.priorityWeight;
+    }
+    out.set(id, total);
+  }
+  return out;
 }
 
 /** Formats one zod issue as `path: message`. */
@@ -403,14 +703,18 @@ export function resolveDag<P extends Record<string, unknown>>(
   const c = parsed.data;
   const defaults = c.defaults ?? {};
   const tasks = new Map<string, ResolvedTask>();
+  const groupProblem = groupConflicts(Object.keys(c.tasks));
+  if (groupProblem) throw new DagError(`Cannot load ${describe(c.id, file)}: ${groupProblem}`);
   for (const [id, raw] of Object.entries(c.tasks)) {
     const spec = config.tasks[id] as TaskSpec;
     const retryDelay = raw.retryDelay ?? defaults.retryDelay ?? "10s";
     const timeout = raw.timeout ?? defaults.timeout;
+    // Mapping over an upstream's output makes it an upstream.
+    const over = typeof raw.expand === "string" ? [raw.expand] : [];
     tasks.set(id, {
       id,
       run: spec.run as (ctx: TaskContext) => unknown,
-      after: [...new Set(raw.after ?? [])],
+      after: [...new Set([...expandGroups(raw.after ?? [], Object.keys(c.tasks)), ...over])],
       zone: raw.zone === "enclave" ? "enclave" : "shared",
       outputZone: "shared",
       checkpoint: raw.checkpoint === true,
@@ -420,11 +724,22 @@ export function resolveDag<P extends Record<string, unknown>>(
       retryBackoff: raw.retryBackoff ?? defaults.retryBackoff ?? "exponential",
       maxRetryDelayMs: parseDuration(raw.maxRetryDelay ?? defaults.maxRetryDelay ?? "1h")!,
       timeoutMs: timeout === undefined ? undefined : parseDuration(timeout),
-      triggerRule: raw.triggerRule ?? "all_success",
+      triggerRule: canonicalRule(raw.triggerRule ?? "all_success"),
       description: raw.description,
       pool: raw.pool,
       outputTags: [...(raw.outputTags ?? [])],
+      priorityWeight: raw.priorityWeight ?? defaults.priorityWeight ?? 1,
+      weightRule: raw.weightRule ?? defaults.weightRule ?? "downstream",
+      priority: 0,
       spec,
+      alerts: resolveAlerts(spec),
+      ...(raw.expand === undefined ? {} : {
+        expand: raw.expand as NonNullable<ResolvedTask["expand"]>,
+        mapLimit: raw.mapLimit ?? DEFAULT_MAP_LIMIT,
+      }),
+      sandbox: { mode: "none", capabilities: spec, connectionZones: c.connections ?? {} },
+      // What a sandbox Worker imports (the loader sets the exact URL it imported).
+      ...(file === undefined ? {} : { module: toFileUrl(resolvePath(file)) }),
     });
     if (raw.zone === "inherit") (tasks.get(id) as { zone: string }).zone = "inherit";
   }
@@ -435,6 +750,30 @@ export function resolveDag<P extends Record<string, unknown>>(
   } catch (error) {
     throw new DagError(`Cannot load ${describe(c.id, file)}: ${(error as Error).message}`);
   }
+  for (const [id, p] of effectivePriorities(tasks, order, downstream)) tasks.get(id)!.priority = p;
+  const problems: string[] = [];
+  for (const id of order) {
+    const t = tasks.get(id)!;
+    t.sandbox.mode = sandboxMode(t.spec.sandbox, c.sandbox, t.zone, file !== undefined);
+    const declared = staticCapabilities(t.spec);
+    for (const p of capabilityProblems(t.zone, declared, t.sandbox.connectionZones)) {
+      problems.push(`tasks.${id}: Task "${id}" ${p}`);
+    }
+    if (t.spec.validate === undefined) continue;
+    const upstream = t.after.map((u) => tasks.get(u)!);
+    try {
+      for (const problem of t.spec.validate({ dagId: c.id, taskId: id, upstream })) {
+        problems.push(`tasks.${id}: ${problem}`);
+      }
+    } catch (error) {
+      problems.push(`tasks.${id}: ${errorMessage(error)}`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new DagError(`Cannot load ${describe(c.id, file)}: ${problems.join("; ")}`);
+  }
+  // A strict run warms up the Workers of a DAG file's other tasks at its first attempt.
+  if (file !== undefined) registerSandboxedTasks([...tasks.values()]);
   let paramDefaults: Record<string, unknown> = {};
   let paramSchema: z.ZodType | undefined;
   if (c.params instanceof z.ZodType) {
@@ -471,6 +810,8 @@ export function resolveDag<P extends Record<string, unknown>>(
     downstream,
     file,
     tags: [...(c.tags ?? [])],
+    alerts: resolveAlerts(config),
+    callbackTimeoutMs: parseDuration(c.callbackTimeout ?? "60s")!,
   };
 }
 

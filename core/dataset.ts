@@ -7,7 +7,8 @@
  * @module
  */
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { ownerId, ownerIsDead } from "./owner.ts";
 
 /** The JSON form of a dataset handle, as stored in the state store. */
 export interface DatasetRef {
@@ -17,7 +18,49 @@ export interface DatasetRef {
     records: number;
     encrypted: boolean;
     format: "jsonl";
+    /** Handed to a fused downstream task in memory and never written (see core/run/fuse.ts). */
+    streamed?: boolean;
+    /** Kept in the state store's `dataset_chunks` instead of a file (shared datasets only). */
+    stored?: "database";
   };
+}
+
+/** One chunk of a dataset kept in the state store: JSON Lines, never enclave data. */
+export interface DatasetChunk {
+  runId: string;
+  /** The dataset's path, as a file would have it under `CARREL_HOME`. */
+  path: string;
+  seq: number;
+  records: number;
+  body: string;
+}
+
+/** Where shared datasets go when they are kept in the state store (the store implements it). */
+export interface DatasetChunks {
+  writeDatasetChunk(chunk: DatasetChunk): Promise<void>;
+  readDatasetChunks(path: string, fromSeq: number, limit: number): Promise<DatasetChunk[]>;
+  removeDataset(path: string): Promise<void>;
+}
+
+/**
+ * Where a process keeps shared datasets: `files` under `CARREL_HOME` (default), or `database`
+ * (the state store; for workers on machines without a common `CARREL_HOME`). From
+ * `CARREL_DATASETS`.
+ *
+ * @example
+ * ```ts
+ * import { sharedDatasetsIn } from "./dataset.ts";
+ * sharedDatasetsIn({ get: () => "database" }); // "database"
+ * ```
+ */
+export function sharedDatasetsIn(
+  env: { get(name: string): string | undefined } = Deno.env,
+): "files" | "database" {
+  const value = env.get("CARREL_DATASETS") ?? "files";
+  if (value !== "files" && value !== "database") {
+    throw new Error(`Cannot use CARREL_DATASETS="${value}": expected "files" or "database"`);
+  }
+  return value;
 }
 
 /** True for a dataset handle (stored form or live). */
@@ -66,6 +109,29 @@ export interface DatasetWriter {
   abort(): Promise<void>;
 }
 
+let dataKeyOf: (w: Workspace) => Uint8Array;
+
+/**
+ * What a sandbox Worker needs to open the same workspace: its folders and, for enclave tasks
+ * only, the run's data key (in memory, by message; never written anywhere). Not public API.
+ */
+export function workspaceTransfer(w: Workspace, withKey: boolean): WorkspaceTransfer {
+  return {
+    home: w.home,
+    runId: w.runId,
+    enclaveDir: w.enclaveDir,
+    ...(withKey ? { key: dataKeyOf(w) } : {}),
+  };
+}
+
+/** The form of a workspace that crosses into a sandbox Worker. */
+export interface WorkspaceTransfer {
+  home: string;
+  runId: string;
+  enclaveDir: string;
+  key?: Uint8Array;
+}
+
 const CHUNK = 256 * 1024;
 const encoder = new TextEncoder();
 
@@ -78,13 +144,30 @@ export class Workspace {
   readonly runDir: string;
   readonly enclaveDir: string;
 
-  constructor(readonly home: string, runId: string, dataKey?: Uint8Array) {
+  /**
+   * `chunks`: keep shared (unencrypted) datasets in the state store instead of files. Enclave
+   * datasets are files whatever this says.
+   */
+  constructor(
+    readonly home: string,
+    readonly runId: string,
+    dataKey?: Uint8Array,
+    readonly chunks?: DatasetChunks,
+    /** The enclave scratch of another instance (a sandbox Worker writes into its parent's). */
+    enclaveDir?: string,
+  ) {
     const safe = runId.replace(/[^A-Za-z0-9_.@-]/g, "_").replace("@", "/").replace(/:/g, "");
     this.runDir = join(home, "runs", safe);
     // Per instance: its encrypted files are readable only with this instance's key anyway, and
     // two executions of one run's enclave work (workers) must not delete each other's scratch.
-    this.enclaveDir = join(home, "enclave", safe, crypto.randomUUID().slice(0, 12));
+    // Named after its owner (host, pid): when that process is gone, its key is gone and the
+    // files are useless; the next process to open the store (or `purge`) removes them.
+    this.enclaveDir = enclaveDir ?? join(home, "enclave", safe, scratchName());
     this.#dataKey = dataKey ?? new Uint8Array(randomBytes(32));
+  }
+
+  static {
+    dataKeyOf = (w) => w.#dataKey;
   }
 
   /** Opens a writer for a dataset of `taskId`. */
@@ -92,59 +175,81 @@ export class Workspace {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) {
       throw new Error(`Cannot create dataset "${name}": use letters, digits, "_" and "-"`);
     }
+    if (!encrypted && this.chunks) return await this.#createStored(taskId, name, this.chunks);
     const dir = join(encrypted ? this.enclaveDir : this.runDir, taskId);
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    if (encrypted) await Deno.chmod(join(this.enclaveDir), 0o700);
+    await Deno.chmod(dir, 0o700);
+    if (encrypted) await Deno.chmod(this.enclaveDir, 0o700);
     const path = join(dir, `${name}.jsonl${encrypted ? ".enc" : ""}`);
     const file = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
     const key = this.#dataKey;
-    let buffer: string[] = [];
-    let size = 0;
-    let records = 0;
-    let closed = false;
-    const flush = async () => {
-      if (buffer.length === 0) return;
-      const bytes = encoder.encode(buffer.join(""));
-      buffer = [];
-      size = 0;
-      await writeFull(file, encrypted ? sealFrame(key, bytes) : bytes);
+    let open = true;
+    const closeFile = () => {
+      if (open) {
+        open = false;
+        file.close();
+      }
     };
-    const write = async (record: unknown) => {
-      const line = JSON.stringify(record);
-      if (line === undefined) throw new Error(`Cannot write record ${records + 1}: not JSON`);
-      buffer.push(line, "\n");
-      size += line.length + 1;
-      records++;
-      if (size >= CHUNK) await flush();
-    };
-    return {
-      write,
-      async writeAll(source) {
-        let n = 0;
-        for await (const record of source) {
-          await write(record);
-          n++;
-        }
-        return n;
+    return jsonLinesWriter(
+      (text) => {
+        const bytes = encoder.encode(text);
+        return writeFull(file, encrypted ? sealFrame(key, bytes) : bytes);
       },
-      close: async () => {
-        if (!closed) {
-          closed = true;
-          await flush();
-          file.close();
-        }
+      (records) => {
+        closeFile();
         return new Dataset({
           $dataset: { path: relative(this.home, path), records, encrypted, format: "jsonl" },
         }, this);
       },
-      abort: async () => {
-        if (!closed) {
-          closed = true;
-          file.close();
-        }
+      async () => {
+        closeFile();
         await Deno.remove(path).catch(() => {});
       },
-    };
+    );
+  }
+
+  /** A writer of a shared dataset kept in the state store, in chunks of about CHUNK bytes. */
+  async #createStored(taskId: string, name: string, chunks: DatasetChunks): Promise<DatasetWriter> {
+    const path = relative(this.home, join(this.runDir, taskId, `${name}.jsonl`));
+    // A new attempt rewrites the dataset from its first chunk.
+    await chunks.removeDataset(path);
+    let seq = 0;
+    return jsonLinesWriter(
+      (body, records) =>
+        chunks.writeDatasetChunk({ runId: this.runId, path, seq: seq++, records, body }),
+      (records) =>
+        new Dataset({
+          $dataset: { path, records, encrypted: false, format: "jsonl", stored: "database" },
+        }, this),
+      () => chunks.removeDataset(path).catch(() => {}),
+    );
+  }
+
+  /** Reads a dataset kept in the state store, a few chunks at a time. */
+  async *#readStored(ref: DatasetRef): AsyncIterable<unknown> {
+    if (!this.chunks) {
+      throw new Error(
+        `Cannot read dataset ${ref.$dataset.path}: it is kept in the state store and this process does not use it for datasets (set CARREL_DATASETS=database)`,
+      );
+    }
+    let seq = 0;
+    while (true) {
+      const page = await this.chunks.readDatasetChunks(ref.$dataset.path, seq, 8);
+      if (page.length === 0) return;
+      for (const chunk of page) {
+        if (chunk.seq !== seq) {
+          throw new Error(`Cannot read dataset ${ref.$dataset.path}: chunk ${seq} is missing`);
+        }
+        seq++;
+        const body = chunk.body;
+        let start = 0;
+        let newline: number;
+        while ((newline = body.indexOf("\n", start)) !== -1) {
+          yield JSON.parse(body.slice(start, newline));
+          start = newline + 1;
+        }
+      }
+    }
   }
 
   /** A live handle for a stored reference. */
@@ -154,6 +259,10 @@ export class Workspace {
 
   /** Reads a dataset's records, streaming. */
   async *read(ref: DatasetRef): AsyncIterable<unknown> {
+    if (ref.$dataset.stored === "database") {
+      yield* this.#readStored(ref);
+      return;
+    }
     const path = resolve(this.home, ref.$dataset.path);
     if (!path.startsWith(resolve(this.home) + "/")) {
       throw new Error(`Cannot read dataset: its path leaves CARREL_HOME`);
@@ -194,6 +303,133 @@ export class Workspace {
     await Deno.remove(this.enclaveDir, { recursive: true }).catch(() => {});
     await removeEmptyParents(dirname(this.enclaveDir), join(this.home, "enclave"));
   }
+}
+
+/**
+ * Writes every record of `source` with `write`; returns how many.
+ *
+ * @example
+ * ```ts
+ * import { writeEach } from "./dataset.ts";
+ * const seen: unknown[] = [];
+ * await writeEach(async (r) => { seen.push(r); }, [1, 2]); // 2
+ * ```
+ */
+export async function writeEach(
+  write: (record: unknown) => Promise<void>,
+  source: Iterable<unknown> | AsyncIterable<unknown>,
+): Promise<number> {
+  let n = 0;
+  for await (const record of source) {
+    await write(record);
+    n++;
+  }
+  return n;
+}
+
+/**
+ * A dataset writer that buffers JSON Lines and hands each chunk of about CHUNK bytes (and how
+ * many records it holds) to `flushChunk`; `finish` makes the handle once everything is flushed,
+ * `discard` removes what was written.
+ */
+function jsonLinesWriter(
+  flushChunk: (text: string, records: number) => Promise<void>,
+  finish: (records: number) => Dataset,
+  discard: () => Promise<void>,
+): DatasetWriter {
+  let buffer: string[] = [];
+  let size = 0;
+  let inChunk = 0;
+  let records = 0;
+  let closed = false;
+  const flush = async () => {
+    if (buffer.length === 0) return;
+    const text = buffer.join("");
+    const n = inChunk;
+    buffer = [];
+    size = 0;
+    inChunk = 0;
+    await flushChunk(text, n);
+  };
+  const write = async (record: unknown) => {
+    if (closed) throw new Error(`Cannot write record ${records + 1}: the dataset is closed`);
+    const line = JSON.stringify(record);
+    if (line === undefined) throw new Error(`Cannot write record ${records + 1}: not JSON`);
+    buffer.push(line, "\n");
+    size += line.length + 1;
+    inChunk++;
+    records++;
+    if (size >= CHUNK) await flush();
+  };
+  return {
+    write,
+    writeAll: (source) => writeEach(write, source),
+    close: async () => {
+      if (!closed) {
+        closed = true;
+        await flush();
+      }
+      return finish(records);
+    },
+    abort: async () => {
+      closed = true;
+      await discard();
+    },
+  };
+}
+
+/** The folders directly in `dir` (none when it does not exist). */
+export async function subfolders(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) if (e.isDirectory) out.push(join(dir, e.name));
+  } catch { /* none */ }
+  return out;
+}
+
+const SEP = "~";
+
+/** A scratch folder's name: this process's owner id (host, pid, nonce), and a random part. */
+function scratchName(): string {
+  const [host, pid, nonce] = ownerId().split(":");
+  const safeHost = (host ?? "").replace(/[^A-Za-z0-9.-]/g, "_");
+  return [safeHost, pid, nonce, crypto.randomUUID().slice(0, 8)].join(SEP);
+}
+
+/** The owner id (`host:pid:nonce`) a scratch folder's name says, or undefined for old names. */
+function scratchOwner(name: string): string | undefined {
+  const parts = name.split(SEP);
+  if (parts.length !== 4 || !/^\d+$/.test(parts[1]!)) return undefined;
+  return `${parts[0]}:${parts[1]}:${parts[2]}`;
+}
+
+/**
+ * Removes the enclave scratch of processes that are gone (killed before they could clean up):
+ * its data key died with them, so the files can never be read again. Returns how many scratch
+ * folders were (or, with `dryRun`, would be) removed. Scratch of live processes, of other hosts,
+ * and scratch named before owners were recorded, is left alone (`purge` removes it by age).
+ *
+ * @example
+ * ```ts ignore
+ * import { removeDeadScratch } from "./dataset.ts";
+ * const removed = await removeDeadScratch(".carrel");
+ * ```
+ */
+export async function removeDeadScratch(home: string, dryRun = false): Promise<number> {
+  const root = join(home, "enclave");
+  let removed = 0;
+  for (const dag of await subfolders(root)) {
+    for (const date of await subfolders(dag)) {
+      for (const scratch of await subfolders(date)) {
+        const owner = scratchOwner(basename(scratch));
+        if (owner === undefined || !ownerIsDead(owner)) continue;
+        removed++;
+        if (!dryRun) await Deno.remove(scratch, { recursive: true }).catch(() => {});
+      }
+      if (!dryRun) await removeEmptyParents(date, root);
+    }
+  }
+  return removed;
 }
 
 async function removeEmptyParents(dir: string, stop: string): Promise<void> {

@@ -1,6 +1,8 @@
 /**
- * Durations as authors write them: milliseconds as a number, or strings such as
- * `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"90d"`.
+ * Durations, the one home for them: milliseconds as a number, or strings such as `"500ms"`,
+ * `"30s"` (or `"30sec"`), `"5m"` (or `"5min"`), `"1h"`, `"90d"`, `"2w"`. Task options, SQL
+ * statement timeouts, retention periods and leases all parse through here, so a duration valid
+ * in one place is valid everywhere.
  *
  * @module
  */
@@ -11,13 +13,18 @@ export type Duration = number | string;
 const UNITS: Record<string, number> = {
   ms: 1,
   s: 1_000,
+  sec: 1_000,
   m: 60_000,
+  min: 60_000,
   h: 3_600_000,
   d: 86_400_000,
   w: 604_800_000,
 };
 
-const PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)$/;
+const PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|sec|s|min|m|h|d|w)$/i;
+
+/** What a duration looks like, for error messages. */
+export const DURATION_HINT = 'a duration such as 500, "30s", "5m" or "1h"';
 
 /**
  * Parses a duration into milliseconds, or returns `undefined` when it is not one.
@@ -26,20 +33,23 @@ const PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)$/;
  * ```ts
  * import { parseDuration } from "./duration.ts";
  * parseDuration("1.5s"); // 1500
+ * parseDuration("5min"); // 300000
  * parseDuration(250); // 250
+ * parseDuration("soon"); // undefined
  * ```
  */
 export function parseDuration(value: Duration): number | undefined {
   if (typeof value === "number") {
-    return Number.isFinite(value) && value >= 0 ? value : undefined;
+    return Number.isFinite(value) && value >= 0 ? Math.round(value) : undefined;
   }
+  if (typeof value !== "string") return undefined;
   const match = PATTERN.exec(value.trim());
   if (!match) return undefined;
-  return Math.round(Number(match[1]) * UNITS[match[2]!]!);
+  return Math.round(Number(match[1]) * UNITS[match[2]!.toLowerCase()]!);
 }
 
 /**
- * Formats milliseconds for people: `"850ms"`, `"12.3s"`, `"4m 05s"`.
+ * Formats milliseconds for people: `"850ms"`, `"12.3s"`, `"4m 05s"`, `"2h 00m"`.
  *
  * @example
  * ```ts

@@ -32,13 +32,18 @@ export {
   type TaskDefaults,
   type TaskOptions,
   type TaskSpec,
+  type TaskValidationContext,
+  TRIGGER_RULE_ALIASES,
   TRIGGER_RULES,
   type TriggerRule,
+  type WeightRule,
   type Zone,
 } from "./dag.ts";
+export { group, type GroupOptions } from "./group.ts";
 export { type Duration, formatDuration, parseDuration } from "./duration.ts";
+export type { Alert, AlertCallback, AlertEvent, AlertHook, AlertOptions } from "./alerts/alert.ts";
 export { DagError, FatalTaskError, SkipTask, UsageError } from "./errors.ts";
-export { isPrivacySafe, markPrivacySafe, PrivacySafeError } from "./privacy_safe.ts";
+export { isPrivacySafe, markPrivacySafe, PrivacySafeError } from "./privacy/privacy_safe.ts";
 export { canonicalJson, jobKey, runIdFor, sha256Hex } from "./job_key.ts";
 export {
   Dataset,
@@ -48,13 +53,8 @@ export {
   records,
   Workspace,
 } from "./dataset.ts";
-export {
-  type ExecuteOptions,
-  executeRun,
-  type ExecutorEvent,
-  type RunResult,
-  type TaskSummary,
-} from "./executor.ts";
+export { type ExecuteOptions, executeRun } from "./run/local.ts";
+export type { ExecutorEvent, RunResult, TaskCounts, TaskSummary } from "./run/events.ts";
 export { loadDags, type LoadedDags, type LoadError } from "./loader.ts";
 export { type TaskLogger } from "./log.ts";
 export { intervalAt, intervalsBetween, latestCompleteInterval, nextFireAfter } from "./schedule.ts";
@@ -62,6 +62,7 @@ export { openStore } from "./state/open.ts";
 export type {
   RunRecord,
   RunState,
+  SlaMiss,
   StateStore,
   TaskInstanceRecord,
   TaskState,

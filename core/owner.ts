@@ -13,18 +13,30 @@ export function ownerId(): string {
 }
 
 /**
- * True when `owner` names a process on this host that no longer exists. Owners on other hosts
- * are judged by their lease instead.
+ * True when `owner` names a process on this host that no longer runs: gone, or a zombie (it has
+ * exited and only waits for its parent to collect it). Owners on other hosts are judged by their
+ * lease instead.
+ *
+ * @example
+ * ```ts
+ * import { ownerId, ownerIsDead } from "./owner.ts";
+ * ownerIsDead(ownerId()); // false
+ * ```
  */
 export function ownerIsDead(owner: string | null): boolean {
   if (!owner) return true;
   const [host, pid] = owner.split(":");
   if (host !== Deno.hostname() || !pid) return false;
   if (Number(pid) === Deno.pid) return owner !== ownerId();
+  if (Deno.build.os !== "linux") return false;
+  let stat: string;
   try {
-    Deno.statSync(`/proc/${pid}`);
-    return false;
+    stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   } catch {
-    return Deno.build.os === "linux";
+    return true;
   }
+  // `pid (comm) state ...`: the command may hold spaces and parentheses, the state follows the
+  // last ")".
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state === "Z" || state === "X";
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import type { ResolvedDag } from "./dag.ts";
+import { groupOf } from "./group.ts";
 
 /** The graph formats `dags show` prints. */
 export type GraphFormat = "text" | "mermaid" | "dot" | "json";
@@ -34,8 +35,11 @@ export function graphJson(dag: ResolvedDag) {
         retries: t.retries,
         timeoutMs: t.timeoutMs ?? null,
         pool: t.pool ?? null,
+        group: groupOf(id) ?? null,
+        priority: t.priority,
       };
     }),
+    groups: groupsOf(dag).map(([id, tasks]) => ({ id, tasks })),
     edges: dag.order.flatMap((id) => dag.tasks.get(id)!.after.map((up) => ({ from: up, to: id }))),
   };
 }
@@ -74,29 +78,39 @@ function mermaid(dag: ResolvedDag): string {
   const shared = dag.order.filter((id) => dag.tasks.get(id)!.zone === "shared");
   const node = (id: string) => {
     const t = dag.tasks.get(id)!;
-    return t.checkpoint ? `${id}{{"${label(dag, id)}"}}` : `${id}["${label(dag, id)}"]`;
+    const n = mermaidId(id);
+    return t.checkpoint ? `${n}{{"${label(dag, id)}"}}` : `${n}["${label(dag, id)}"]`;
   };
   if (enclave.length) {
     lines.push(`  subgraph enclave["enclave: patron data"]`);
-    for (const id of enclave) lines.push(`    ${node(id)}`);
+    clusters(enclave, "    ", lines, (g, indent) => {
+      lines.push(`${indent}subgraph cluster__enclave__${g.replaceAll(".", "__")}["group ${g}"]`);
+      return "end";
+    }, node);
     lines.push("  end");
   }
-  for (const id of dag.order.filter((id) => dag.tasks.get(id)!.checkpoint)) {
-    lines.push(`  ${node(id)}`);
-  }
+  clusters(dag.order.filter((id) => dag.tasks.get(id)!.checkpoint), "  ", lines, (g, indent) => {
+    lines.push(`${indent}subgraph cluster__checkpoint__${g.replaceAll(".", "__")}["group ${g}"]`);
+    return "end";
+  }, node);
   if (shared.length) {
     lines.push(`  subgraph shared["shared"]`);
-    for (const id of shared) lines.push(`    ${node(id)}`);
+    clusters(shared, "    ", lines, (g, indent) => {
+      lines.push(`${indent}subgraph cluster__shared__${g.replaceAll(".", "__")}["group ${g}"]`);
+      return "end";
+    }, node);
     lines.push("  end");
   }
   for (const id of dag.order) {
-    for (const up of dag.tasks.get(id)!.after) lines.push(`  ${up} --> ${id}`);
+    for (const up of dag.tasks.get(id)!.after) {
+      lines.push(`  ${mermaidId(up)} --> ${mermaidId(id)}`);
+    }
   }
   lines.push("  classDef enclave fill:#fde2e2,stroke:#b91c1c");
   lines.push("  classDef checkpoint fill:#fef3c7,stroke:#b45309,stroke-width:2px");
-  if (enclave.length) lines.push(`  class ${enclave.join(",")} enclave`);
+  if (enclave.length) lines.push(`  class ${enclave.map(mermaidId).join(",")} enclave`);
   const cps = dag.order.filter((id) => dag.tasks.get(id)!.checkpoint);
-  if (cps.length) lines.push(`  class ${cps.join(",")} checkpoint`);
+  if (cps.length) lines.push(`  class ${cps.map(mermaidId).join(",")} checkpoint`);
   return lines.join("\n");
 }
 
@@ -110,23 +124,29 @@ function dot(dag: ResolvedDag): string {
   const enclave = dag.order.filter((id) =>
     dag.tasks.get(id)!.zone === "enclave" && !dag.tasks.get(id)!.checkpoint
   );
+  const cluster = (zone: string) => (g: string, indent: string) => {
+    lines.push(`${indent}subgraph ${q(`cluster_${zone}.${g}`)} { label=${q(`group ${g}`)};`);
+    return "}";
+  };
   if (enclave.length) {
     lines.push(
       '  subgraph cluster_enclave { label="enclave: patron data"; style=filled; color="#fde2e2";',
     );
-    for (const id of enclave) lines.push(`    ${q(id)} [label=${q(label(dag, id))}];`);
+    clusters(enclave, "    ", lines, cluster("enclave"), (id) => {
+      return `${q(id)} [label=${q(label(dag, id))}];`;
+    });
     lines.push("  }");
   }
-  for (const id of dag.order) {
+  const others = dag.order.filter((id) => {
     const t = dag.tasks.get(id)!;
-    if (t.checkpoint) {
-      lines.push(
-        `  ${q(id)} [label=${
-          q(label(dag, id))
-        }, shape=hexagon, style=filled, fillcolor="#fef3c7"];`,
-      );
-    } else if (t.zone === "shared") lines.push(`  ${q(id)} [label=${q(label(dag, id))}];`);
-  }
+    return t.checkpoint || t.zone === "shared";
+  });
+  clusters(others, "  ", lines, cluster("shared"), (id) => {
+    const t = dag.tasks.get(id)!;
+    return t.checkpoint
+      ? `${q(id)} [label=${q(label(dag, id))}, shape=hexagon, style=filled, fillcolor="#fef3c7"];`
+      : `${q(id)} [label=${q(label(dag, id))}];`;
+  });
   for (const id of dag.order) {
     for (const up of dag.tasks.get(id)!.after) lines.push(`  ${q(up)} -> ${q(id)};`);
   }
@@ -152,5 +172,58 @@ function text(dag: ResolvedDag): string {
       }`,
     );
   }
+  const groups = groupsOf(dag);
+  if (groups.length > 0) {
+    lines.push("", "  groups:");
+    for (const [g, ids] of groups) lines.push(`    ${g}: ${ids.join(", ")}`);
+  }
   return lines.join("\n");
+}
+
+/** Every group (nested ones included) with the ids of all its tasks, in the DAG's order. */
+export function groupsOf(dag: ResolvedDag): [string, string[]][] {
+  const out = new Map<string, string[]>();
+  for (const id of dag.order) {
+    for (let g = groupOf(id); g !== undefined; g = groupOf(g)) {
+      if (!out.has(g)) out.set(g, []);
+      out.get(g)!.push(id);
+    }
+  }
+  return [...out].sort(([a], [b]) => a.localeCompare(b));
+}
+
+/** A Mermaid node id for a task id: dots (groups) are not allowed in Mermaid ids. */
+function mermaidId(id: string): string {
+  return id.includes(".") ? `grp__${id.replaceAll(".", "__")}` : id;
+}
+
+/**
+ * Emits `ids` nested in clusters by group: `open(group, indent)` writes a cluster's first line
+ * and returns its closing line; `node(id)` is a task's line.
+ */
+function clusters(
+  ids: readonly string[],
+  indent: string,
+  lines: string[],
+  open: (group: string, indent: string) => string,
+  node: (id: string) => string,
+): void {
+  const emit = (prefix: string | undefined, depth: string) => {
+    const here = ids.filter((id) => groupOf(id) === prefix);
+    for (const id of here) lines.push(`${depth}${node(id)}`);
+    const children = new Set<string>();
+    for (const id of ids) {
+      let g = groupOf(id);
+      while (g !== undefined && groupOf(g) !== prefix) g = groupOf(g);
+      if (g !== undefined && g !== prefix && (prefix === undefined || g.startsWith(`${prefix}.`))) {
+        children.add(g);
+      }
+    }
+    for (const g of children) {
+      const close = open(g, depth);
+      emit(g, `${depth}  `);
+      lines.push(`${depth}${close}`);
+    }
+  };
+  emit(undefined, indent);
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { Workspace } from "./dataset.ts";
+import { removeDeadScratch, subfolders, Workspace } from "./dataset.ts";
 import type { StateStore } from "./state/store.ts";
 
 /** What a purge removed, or would remove with `dryRun`. */
@@ -83,21 +83,15 @@ export async function purge(
   }
   const notCounted = (paths: string[]) => paths.filter((p) => !counted.has(p) && !live.has(p));
   // Workspaces of runs whose records are gone, and scratch left by killed processes.
-  const dagDirs = async (root: string) => {
-    const dirs: string[] = [];
-    try {
-      for await (const d of Deno.readDir(root)) if (d.isDirectory) dirs.push(join(root, d.name));
-    } catch { /* none */ }
-    return dirs;
-  };
-  for (const dagDir of await dagDirs(join(home, "runs"))) {
+  for (const dagDir of await subfolders(join(home, "runs"))) {
     workspaces += await remove(
       notCounted(await entriesOlderThan(dagDir, options.olderThan)),
       options.dryRun,
     );
   }
-  let enclave = 0;
-  for (const dagDir of await dagDirs(join(home, "enclave"))) {
+  // Scratch of processes that are gone, whatever its age: its key died with the process.
+  let enclave = await removeDeadScratch(home, options.dryRun);
+  for (const dagDir of await subfolders(join(home, "enclave"))) {
     enclave += await remove(
       notCounted(await entriesOlderThan(dagDir, options.olderThan)),
       options.dryRun,

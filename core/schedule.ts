@@ -2,8 +2,15 @@
  * Data intervals from cron, evaluated in the DAG's time zone with cron-schedule. Cron-schedule
  * works on the process's local clock, so Carrel evaluates it on wall-clock times (the DAG's zone's
  * clock readings, held as UTC dates in a process running with `TZ=UTC`) and converts the fire
- * times back to instants: a wall time that a daylight-saving jump skips fires the gap's length
- * later (02:30 in a skipped hour fires at 03:30); a repeated wall time fires once, at its first occurrence.
+ * times back to instants, as Airflow's cron timetable does:
+ *
+ * - A schedule with a fixed time of day (`30 1 * * *`: two consecutive fire times share hour and
+ *   minute) fires at that wall time: in a skipped hour the gap's length later (02:30 fires at
+ *   03:30), and on a repeated wall time once, at its second occurrence (Airflow's `fold=1`: 01:30
+ *   CST, not 01:30 CDT).
+ * - Any other schedule (`0 * * * *`, `0,30 * * * *`) steps by the wall-clock distance to its
+ *   next fire time in absolute time (Airflow's DST fix): an hourly schedule fires every hour
+ *   across both jumps, the repeated hour included, so intervals stay an hour long.
  *
  * @module
  */
@@ -68,9 +75,10 @@ export function toWall(instant: Date, timeZone: string): Date {
 
 /**
  * The instant whose wall-clock reading in `timeZone` is `wall`. In a gap (spring forward), moved
- * forward by the gap's length; in an overlap (fall back), the earlier instant.
+ * forward by the gap's length; in an overlap (fall back), the earlier instant, or with `fold: 1`
+ * the later one (as Python's `fold=1`).
  */
-export function fromWall(wall: Date, timeZone: string): Date {
+export function fromWall(wall: Date, timeZone: string, fold: 0 | 1 = 0): Date {
   if (timeZone === "UTC") return new Date(wall.getTime());
   const target = wall.getTime();
   const offsetAt = (t: number) => toWall(new Date(t), timeZone).getTime() - t;
@@ -84,11 +92,29 @@ export function fromWall(wall: Date, timeZone: string): Date {
     toWall(new Date(t), timeZone).getTime() === target
   )
     .sort((a, b) => a - b);
-  if (exact.length > 0) return new Date(exact[0]!);
+  if (exact.length > 0) return new Date(fold === 1 ? exact.at(-1)! : exact[0]!);
   // In a gap (spring forward): read the wall time with the offset in force before the gap, which
   // moves it forward by the gap's length (02:30 in a skipped hour fires at 03:30).
   return new Date(target - offsetAt(target - 86_400_000));
 }
+
+const fixedTimes = new Map<string, boolean>();
+/**
+ * Whether a cron expression fires at one fixed time of day: its next two fire times (from a
+ * fixed reference) share hour and minute, Airflow's test for skipping its DST fix.
+ */
+export function isFixedTime(expression: string): boolean {
+  let fixed = fixedTimes.get(expression);
+  if (fixed === undefined) {
+    const [a, b] = cronOf(expression).getNextDates(2, new Date(Date.UTC(2001, 0, 1)));
+    fixed = a!.getUTCHours() === b!.getUTCHours() && a!.getUTCMinutes() === b!.getUTCMinutes();
+    fixedTimes.set(expression, fixed);
+  }
+  return fixed;
+}
+
+/** Whole seconds: cron fires on whole minutes, and the wall clock is read to the second. */
+const floorSecond = (t: number) => Math.floor(t / 1000) * 1000;
 
 /** The first fire time strictly after `after`, or `null` for manual DAGs. */
 export function nextFireAfter(
@@ -98,8 +124,13 @@ export function nextFireAfter(
   if (!dag.schedule) return null;
   const cron = cronOf(dag.schedule);
   let wall = toWall(after, dag.timezone);
+  if (!isFixedTime(dag.schedule)) {
+    // Airflow's DST fix: the wall-clock distance to the next fire time, added in absolute time.
+    const next = cron.getNextDate(wall);
+    return new Date(after.getTime() + (next.getTime() - wall.getTime()));
+  }
   for (let i = 0; i < 5; i++) {
-    const next = fromWall(cron.getNextDate(wall), dag.timezone);
+    const next = fromWall(cron.getNextDate(wall), dag.timezone, 1);
     if (next.getTime() > after.getTime()) return next;
     wall = new Date(cron.getNextDate(wall).getTime());
   }
@@ -114,10 +145,24 @@ export function fireAtOrBefore(
   if (!dag.schedule) return null;
   const cron = cronOf(dag.schedule);
   const wall = toWall(at, dag.timezone);
-  const probe = cron.getNextDate(new Date(Math.floor(wall.getTime() / 1000) * 1000 - 1000));
-  const candidate = fromWall(probe, dag.timezone);
+  const probe = cron.getNextDate(new Date(floorSecond(wall.getTime()) - 1000));
+  if (!isFixedTime(dag.schedule)) {
+    if (probe.getTime() <= wall.getTime()) {
+      return new Date(at.getTime() - (wall.getTime() - probe.getTime()));
+    }
+    const prev = cron.getPrevDate(wall);
+    return new Date(at.getTime() - (wall.getTime() - prev.getTime()));
+  }
+  const candidate = fromWall(probe, dag.timezone, 1);
   if (candidate.getTime() <= at.getTime()) return candidate;
-  return fromWall(cron.getPrevDate(wall), dag.timezone);
+  // A wall time before `at`'s reading may still be later (its second occurrence): step back.
+  let prevWall = cron.getPrevDate(wall);
+  for (let i = 0; i < 5; i++) {
+    const prev = fromWall(prevWall, dag.timezone, 1);
+    if (prev.getTime() <= at.getTime()) return prev;
+    prevWall = cron.getPrevDate(prevWall);
+  }
+  return null;
 }
 
 /**

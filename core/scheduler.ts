@@ -2,22 +2,27 @@
  * The scheduler: for every unpaused DAG it computes the data intervals that are due (with
  * `catchup`, every missed interval since `start` or the last scheduled run; without, only the
  * latest), creates their runs (unique on DAG and logical date, so two schedulers never duplicate
- * a run), honours `maxActiveRuns`, and starts runs: in this process, or queued for workers. With
- * PostgreSQL, one scheduler decides at a time (an advisory lock); others wait as standbys.
+ * a run), honours `maxActiveRuns`, and starts runs: in this process, or queued for workers. A
+ * local run left running by a process that is gone is taken over and continued (its lost
+ * attempts count against their retry budgets, as Airflow handles zombies). With PostgreSQL, one
+ * scheduler decides at a time (an advisory lock); others wait as standbys.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { sleep } from "./sleep.ts";
+import { AlertDispatcher } from "./alerts/dispatch.ts";
+import { checkSlas } from "./alerts/sla.ts";
 import type { DataInterval, ResolvedDag } from "./dag.ts";
-import { startRun } from "./distributed.ts";
 import { errorMessage } from "./errors.ts";
-import { executeRun, type ExecutorEvent, paramsHash, type RunResult } from "./executor.ts";
-import { runIdFor } from "./job_key.ts";
+import type { ExecutorEvent, RunResult } from "./run/events.ts";
+import { executeRun } from "./run/local.ts";
+import { planRun, runCreateAudit } from "./run/plan.ts";
+import { startRun } from "./run/worker.ts";
 import { loadDags, type LoadedDags } from "./loader.ts";
+import { ownerIsDead } from "./owner.ts";
 import { intervalAt, latestCompleteInterval, nextFireAfter } from "./schedule.ts";
-import type { SqlStateStore } from "./state/sql_store.ts";
-import { toRun } from "./state/sql_store.ts";
-import type { RunRecord } from "./state/store.ts";
+import type { Leadership, RunRecord, StateStore } from "./state/store.ts";
 
 const log = getLogger(["carrel", "scheduler"]);
 
@@ -57,13 +62,15 @@ export function dueIntervals(
 export interface PassReport {
   created: string[];
   started: string[];
+  /** Interrupted local runs taken over from a gone process and continued. */
+  resumed: string[];
   results: RunResult[];
   errors: { dagId: string; message: string }[];
 }
 
 /** Options of a scheduling pass. */
 export interface PassOptions {
-  store: SqlStateStore;
+  store: StateStore;
   home: string;
   mode: ExecutionMode;
   now?: Date;
@@ -75,13 +82,16 @@ export interface PassOptions {
   wait?: boolean;
 }
 
-async function lastScheduled(store: SqlStateStore, dagId: string): Promise<Date | undefined> {
-  const [row] = await store.client.query<{ logical_date: Date | string }>(
-    `SELECT logical_date FROM dag_runs WHERE dag_id = $1 AND run_type = 'scheduled'
-     ORDER BY logical_date DESC LIMIT 1`,
-    [dagId],
-  );
-  return row ? new Date(row.logical_date) : undefined;
+async function lastScheduled(store: StateStore, dagId: string): Promise<Date | undefined> {
+  const [last] = await store.listRuns({ dagId, runType: "scheduled", limit: 1 });
+  return last?.logicalDate;
+}
+
+/** A local run whose owner is gone (dead process, or a lease nobody renews). */
+function interrupted(run: RunRecord, now: Date): boolean {
+  if (run.executor !== "local" || run.owner === null) return false;
+  return (run.leaseUntil !== null && run.leaseUntil.getTime() < now.getTime()) ||
+    ownerIsDead(run.owner);
 }
 
 /**
@@ -91,43 +101,62 @@ async function lastScheduled(store: SqlStateStore, dagId: string): Promise<Date 
 export async function schedulerPass(loaded: LoadedDags, options: PassOptions): Promise<PassReport> {
   const { store } = options;
   const now = options.now ?? new Date();
-  const report: PassReport = { created: [], started: [], results: [], errors: [] };
+  const report: PassReport = { created: [], started: [], resumed: [], results: [], errors: [] };
   const paused = await store.pausedDags();
   const running = options.running ?? new Map<string, Promise<RunResult>>();
   const local: Promise<RunResult>[] = [];
+  /** Runs a run in this process (in the background; awaited with `wait`). */
+  const startLocal = (
+    dag: ResolvedDag,
+    run: RunRecord,
+    resume: "retry_failed" | "continue",
+  ) => {
+    const promise = executeRun({
+      dag,
+      interval: { start: run.intervalStart, end: run.intervalEnd },
+      params: run.params,
+      store,
+      home: options.home,
+      runType: run.runType,
+      resume,
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+    });
+    running.set(run.runId, promise);
+    promise.catch(() => {}).finally(() => running.delete(run.runId));
+    local.push(promise);
+  };
   for (const dag of [...loaded.dags.values()].sort((a, b) => a.id.localeCompare(b.id))) {
     if (paused.get(dag.id)) continue;
     try {
       for (const interval of dueIntervals(dag, await lastScheduled(store, dag.id), now)) {
-        const runId = runIdFor(dag.id, interval.start);
-        const { created } = await store.createRun({
-          runId,
-          dagId: dag.id,
-          logicalDate: interval.start,
-          intervalStart: interval.start,
-          intervalEnd: interval.end,
-          params: dag.paramDefaults,
-          paramsHash: paramsHash(dag.paramDefaults),
+        const { run } = planRun(dag, interval, dag.paramDefaults, {
           runType: "scheduled",
-          state: "queued",
           executor: options.mode,
-        }, {
-          correlationId: runId,
-          dagId: dag.id,
-          operation: "run:create",
-          status: "queued",
-          detail: { runType: "scheduled" },
         });
-        if (created) report.created.push(runId);
+        const { created } = await store.createRun(
+          run,
+          runCreateAudit(dag, run.runId, "scheduled"),
+        );
+        if (created) report.created.push(run.runId);
       }
-      const active =
-        (await store.listRuns({ dagId: dag.id, states: ["running"], limit: 10_000 })).length;
-      let slots = dag.maxActiveRuns - active;
+      const active = await store.listRuns({ dagId: dag.id, states: ["running"], limit: 10_000 });
+      for (const run of active) {
+        if (running.has(run.runId) || !interrupted(run, new Date()) || options.signal?.aborted) {
+          continue;
+        }
+        // Continued, not retried: what failed stays failed; lost attempts count.
+        report.resumed.push(run.runId);
+        startLocal(dag, run, "continue");
+      }
+      let slots = dag.maxActiveRuns - active.length;
       if (slots <= 0) continue;
-      const queued = (await store.client.query<Record<string, unknown>>(
-        "SELECT * FROM dag_runs WHERE dag_id = $1 AND state = 'queued' ORDER BY logical_date LIMIT $2",
-        [dag.id, slots],
-      )).map(toRun);
+      const queued = await store.listRuns({
+        dagId: dag.id,
+        states: ["queued"],
+        limit: slots,
+        oldest: true,
+      });
       for (const run of queued) {
         if (slots-- <= 0 || options.signal?.aborted) break;
         if (running.has(run.runId)) continue;
@@ -142,19 +171,7 @@ export async function schedulerPass(loaded: LoadedDags, options: PassOptions): P
           );
           continue;
         }
-        const promise = executeRun({
-          dag,
-          interval: { start: run.intervalStart, end: run.intervalEnd },
-          params: run.params,
-          store,
-          home: options.home,
-          runType: run.runType,
-          ...(options.signal ? { signal: options.signal } : {}),
-          ...(options.onEvent ? { onEvent: options.onEvent } : {}),
-        });
-        running.set(run.runId, promise);
-        promise.catch(() => {}).finally(() => running.delete(run.runId));
-        local.push(promise);
+        startLocal(dag, run, "retry_failed");
       }
     } catch (error) {
       report.errors.push({ dagId: dag.id, message: errorMessage(error) });
@@ -164,6 +181,12 @@ export async function schedulerPass(loaded: LoadedDags, options: PassOptions): P
       });
     }
   }
+  // SLA misses of scheduled runs still unfinished past their deadline (each recorded once, by
+  // whichever process sees it first).
+  const alerts = new AlertDispatcher({ store, now: () => options.now ?? new Date() });
+  await checkSlas([...loaded.dags.values()].filter((d) => !paused.get(d.id)), store, alerts, now)
+    .catch((error) => report.errors.push({ dagId: "-", message: errorMessage(error) }));
+  await alerts.settled();
   if (options.wait) {
     for (const settled of await Promise.allSettled(local)) {
       if (settled.status === "fulfilled") report.results.push(settled.value);
@@ -174,37 +197,13 @@ export async function schedulerPass(loaded: LoadedDags, options: PassOptions): P
 }
 
 /** Holds the scheduler role: an advisory lock on PostgreSQL; always granted on PGlite. */
-export async function acquireLeadership(
-  store: SqlStateStore,
-): Promise<{ held: () => Promise<boolean>; release: () => Promise<void> }> {
-  if (store.kind !== "postgres") {
-    return {
-      held: () => Promise.resolve(true),
-      release: () => Promise.resolve(),
-    };
-  }
-  const client = store.client as unknown as {
-    reserve(): Promise<{ unsafe(q: string): Promise<{ ok: boolean }[]>; release(): void }>;
-  };
-  const conn = await client.reserve();
-  let holding = false;
-  return {
-    held: async () => {
-      if (holding) return true;
-      const [row] = await conn.unsafe("SELECT pg_try_advisory_lock(7368427) AS ok");
-      holding = row?.ok === true;
-      return holding;
-    },
-    release: async () => {
-      if (holding) await conn.unsafe("SELECT pg_advisory_unlock(7368427) AS ok").catch(() => []);
-      conn.release();
-    },
-  };
+export function acquireLeadership(store: StateStore): Promise<Leadership> {
+  return store.leadership();
 }
 
 /** Options of the long-running scheduler. */
 export interface SchedulerOptions {
-  store: SqlStateStore;
+  store: StateStore;
   dagsDir: string;
   home: string;
   mode: ExecutionMode;
@@ -265,15 +264,7 @@ export async function runScheduler(options: SchedulerOptions): Promise<PassRepor
           next = Math.min(next, fire.getTime() + 1000);
         }
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.max(1000, Math.min(tickMs, next - Date.now())));
-        function done() {
-          clearTimeout(timer);
-          options.signal?.removeEventListener("abort", done);
-          resolve();
-        }
-        options.signal?.addEventListener("abort", done, { once: true });
-      });
+      await sleep(Math.max(1000, Math.min(tickMs, next - Date.now())), options.signal);
     }
     await Promise.allSettled(running.values());
   } finally {

@@ -1,32 +1,39 @@
 /**
- * catalog_sync: MARC 21 records (ISO 2709 in MARC-8 or UTF-8, or MARCXML) to what discovery layers
- * ingest: discovery JSON, sanitized MARCXML and sanitized ISO 2709.
+ * catalog_sync: MARC 21 records (ISO 2709 in MARC-8 or UTF-8, or MARCXML; from Koha, Evergreen,
+ * FOLIO or any MARC 21 export) to what discovery layers ingest: discovery JSON (with 880 vernacular
+ * forms), sanitized MARCXML and ISO 2709, and BIBFRAME 2.0 (RDF/XML and JSON-LD).
  *
  * `parse` reads the input in the enclave (raw records may hold donor names in 541/561, staff notes
- * in 583 $x and item barcodes in 9XX), sanitizes each record and maps it to a catalog record;
- * unreadable records go to a value-free report (file, position, reason). `gate` applies the catalog
- * record schema, `checkpoint` verifies nothing patron-like is left (a 14-digit barcode that slipped
- * through a local keep-list blocks the run), and `publish` writes `catalog.jsonl`, `catalog.xml`,
- * `catalog.mrc` and `quarantine.jsonl` into `output`. Its summary (read, written, quarantined,
- * stripped per tag) is the run's output.
+ * in 583 $x and item barcodes in 9XX), takes each record's id (`id_from`: 001, 035 $a, Koha's 999 $c,
+ * Evergreen's 901 $c, or a derived id), keeps items' shelving locations and call numbers, sanitizes
+ * each record and maps it to a catalog record; unreadable records go to a value-free report (file,
+ * position, reason). `gate` applies the catalog record schema, `checkpoint` verifies nothing
+ * patron-like is left (a 14-digit barcode that slipped through a local keep-list, a phone number in
+ * a note), `publish` writes `catalog.jsonl`, `catalog.xml`, `catalog.mrc` and `quarantine.jsonl`
+ * into `output`, and `bibframe` writes `catalog.bibframe.rdf` and `catalog.bibframe.jsonld` there.
+ * The publish summary (read, written, quarantined, warnings by kind, ids by source, stripped per
+ * tag) is the run's output.
  *
  *   deno task carrel dags run catalog_sync --param input=exports/ --param output=out/catalog
+ *   deno task carrel dags run catalog_sync --param input=koha.mrc --param output=out --param id_from=koha
  */
 import { join } from "node:path";
-import { defineDag, task } from "../core/mod.ts";
+import { defineDag, FatalTaskError, markPrivacySafe, task } from "carrel";
 import {
+  bibframe,
   CatalogRecord,
   type CatalogRecordValue,
-  DEFAULT_ID_FIELDS,
   DEFAULT_ITEM_TAGS,
+  ID_PRESETS,
   jsonlWrite,
   privacyCheckpoint,
   readMarcFiles,
+  resolveIdSources,
   schemaGate,
   toCatalogRecord,
   upstreamRecords,
   writeCatalogFiles,
-} from "../operators/mod.ts";
+} from "carrel/operators";
 
 const REPORT = "report";
 
@@ -38,6 +45,36 @@ interface Stats {
   quarantined: number;
   catalogRecords: number;
   stripped: Record<string, number>;
+  /** Recovered defects and notes, counted by kind (reader defect classes and `id-derived`). */
+  warnings: Record<string, number>;
+  /** Ids by the source they came from (`001`, `999$c`, `derived` ...). */
+  idSources: Record<string, number>;
+}
+
+/** A configuration error: shown to the user as is (it names params, never record content). */
+function configError(message: string): Error {
+  return markPrivacySafe(new FatalTaskError(message));
+}
+
+/** `id_from`: a preset name (`koha`), a JSON list, or a comma-separated list. */
+function idFromParam(value: unknown, legacy: string[]): string | string[] {
+  if (legacy.length > 0) return legacy;
+  if (typeof value === "string") {
+    const text = value.trim();
+    if (text.startsWith("[")) {
+      try {
+        return list(JSON.parse(text));
+      } catch {
+        throw configError(`catalog_sync: param id_from is not a JSON list`);
+      }
+    }
+    if (ID_PRESETS[text.toLowerCase()]) return text.toLowerCase();
+  }
+  return list(value);
+}
+
+function sorted(counts: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => a.localeCompare(b)));
 }
 
 function list(value: unknown): string[] {
@@ -86,24 +123,44 @@ export default defineDag({
     drop_tags: [] as string[],
     /** Drop 590 local notes. */
     drop_590: false,
-    /** Where the record id comes from, in order ("001", or tag + subfield such as "901c"). */
-    id_fields: [...DEFAULT_ID_FIELDS] as string[],
+    /**
+     * Where the record id comes from: a preset (`marc21`: 001, 901$c, 035$a, 999$c; `koha`: 999$c
+     * first; `evergreen`: 901$c first; `folio`: 001, 999$i) or a list such as ["001", "999$c"].
+     */
+    id_from: "marc21",
+    /** Quarantine records with no id instead of deriving one from their content. */
+    strict_ids: false,
+    /** Deprecated: the former name of id_from (a list). */
+    id_fields: [] as string[],
+    /** Base of the BIBFRAME node IRIs. */
+    base_uri: "http://example.org/",
   },
   defaults: { retries: 1, retryDelay: "5s", timeout: "6h" },
+  // Every task runs in a Worker with only what it declares below.
+  sandbox: "strict",
   tasks: {
     parse: task({
       zone: "enclave",
+      // Hands its records to the gate in memory (one fused pass, no dataset in between).
+      stream: true,
+      reads: (p) => [String(p.input)],
       description: "Read, sanitize and map MARC records; unreadable ones to the report",
       run: async (ctx) => {
         const input = String(ctx.params.input ?? "");
-        if (input === "") throw new Error("catalog_sync needs --param input=<file or folder>");
+        if (input === "") throw configError("catalog_sync needs --param input=<file or folder>");
         const rules = {
           keepLocalTags: list(ctx.params.keep_local_tags),
           itemTags: list(ctx.params.item_tags),
           dropTags: list(ctx.params.drop_tags),
           drop590: ctx.params.drop_590 === true,
         };
-        const idFields = list(ctx.params.id_fields);
+        const idFrom = idFromParam(ctx.params.id_from, list(ctx.params.id_fields));
+        try {
+          resolveIdSources(idFrom);
+        } catch (error) {
+          throw configError(`catalog_sync: param id_from: ${(error as Error).message}`);
+        }
+        const strictIds = ctx.params.strict_ids === true || ctx.params.strict_ids === "true";
         const report = await ctx.dataset(REPORT, { valueFree: true });
         const out = await ctx.dataset("records");
         const stats: Stats = {
@@ -114,7 +171,11 @@ export default defineDag({
           quarantined: 0,
           catalogRecords: 0,
           stripped: {},
+          warnings: {},
+          idSources: {},
         };
+        const countIn = (counts: Record<string, number>, key: string) =>
+          counts[key] = (counts[key] ?? 0) + 1;
         const files = new Set<string>();
         try {
           for await (const r of readMarcFiles(input)) {
@@ -135,7 +196,8 @@ export default defineDag({
               continue;
             }
             if (r.warnings.length > 0) stats.recovered++;
-            const converted = toCatalogRecord(r.record, rules, { idFields });
+            for (const w of r.warnings) countIn(stats.warnings, w.defect);
+            const converted = toCatalogRecord(r.record, rules, { idFrom, strictIds });
             for (const [tag, n] of Object.entries(converted.stripped)) {
               stats.stripped[tag] = (stats.stripped[tag] ?? 0) + n;
             }
@@ -151,6 +213,8 @@ export default defineDag({
               });
               continue;
             }
+            for (const w of converted.warnings) countIn(stats.warnings, w);
+            countIn(stats.idSources, converted.idSource);
             await out.write(converted.record);
             stats.catalogRecords++;
           }
@@ -166,6 +230,8 @@ export default defineDag({
           quarantined: stats.quarantined,
           recovered: stats.recovered,
           strippedByTag: stats.stripped,
+          warnings: stats.warnings,
+          idSources: stats.idSources,
         });
         ctx.log.info("Read {read} records from {files} files: {quarantined} quarantined", {
           read: stats.read,
@@ -176,13 +242,18 @@ export default defineDag({
       },
     }),
     gate: schemaGate({ after: ["parse"], schema: CatalogRecord, onInvalid: "quarantine" }),
-    checkpoint: privacyCheckpoint({ after: ["gate"] }),
+    checkpoint: privacyCheckpoint({
+      after: ["gate"],
+      onViolation: "quarantine",
+      maxQuarantined: "5%",
+    }),
     publish: task({
       after: ["checkpoint"],
+      writes: (p) => [String(p.output)],
       description: "Write catalog.jsonl, catalog.xml, catalog.mrc and quarantine.jsonl",
       run: async (ctx) => {
         const output = String(ctx.params.output ?? "");
-        if (output === "") throw new Error("catalog_sync needs --param output=<folder>");
+        if (output === "") throw configError("catalog_sync needs --param output=<folder>");
         const written = await writeCatalogFiles(
           output,
           upstreamRecords(ctx, "checkpoint") as AsyncIterable<CatalogRecordValue>,
@@ -191,6 +262,7 @@ export default defineDag({
         // The value-free reports of the enclave tasks (positions and reasons only), streamed.
         let stats: Stats | undefined;
         let gateRejected = 0;
+        let checkpointWithheld = 0;
         const runDir = ctx.workspace.runDir;
         async function* entries(): AsyncIterable<Record<string, unknown>> {
           for await (const line of readJsonLines(join(runDir, "parse", `${REPORT}.jsonl`))) {
@@ -204,6 +276,11 @@ export default defineDag({
             gateRejected++;
             yield { stage: "gate", position: line.position, issues: line.issues };
           }
+          // Records the checkpoint withheld (positions in its input, findings without values).
+          for await (const line of readJsonLines(join(runDir, "checkpoint", "quarantine.jsonl"))) {
+            checkpointWithheld++;
+            yield { stage: "checkpoint", position: line.position, findings: line.findings };
+          }
           for (const u of written.unencodable) yield { stage: "write", ...u };
         }
         const quarantinePath = join(output, "quarantine.jsonl");
@@ -215,11 +292,12 @@ export default defineDag({
           files: stats.files,
           read: stats.read,
           written: written.written,
-          quarantined: stats.quarantined + gateRejected + written.unencodable.length,
+          quarantined: stats.quarantined + gateRejected + checkpointWithheld +
+            written.unencodable.length,
           recovered: stats.recovered,
-          stripped: Object.fromEntries(
-            Object.entries(stats.stripped).sort(([a], [b]) => a.localeCompare(b)),
-          ),
+          warnings: sorted(stats.warnings),
+          id_sources: sorted(stats.idSources),
+          stripped: sorted(stats.stripped),
           outputs: { ...written.files, quarantine: quarantinePath },
         };
         ctx.count("catalog:written", summary.written, {
@@ -234,6 +312,13 @@ export default defineDag({
         });
         return summary;
       },
+    }),
+    bibframe: bibframe({
+      after: ["checkpoint"],
+      writes: (p) => [String(p.output)],
+      description: "Write catalog.bibframe.rdf (RDF/XML) and catalog.bibframe.jsonld (JSON-LD)",
+      output: (ctx) => String(ctx.params.output ?? ""),
+      baseUri: (ctx) => String(ctx.params.base_uri || "http://example.org/"),
     }),
   },
 });

@@ -18,7 +18,7 @@
  *     deno task carrel dags run circulation_sync --date 2026-03-01
  */
 import { z } from "zod";
-import { defineDag, task } from "../core/mod.ts";
+import { defineDag, task } from "carrel";
 import {
   CIRCULATION_EVENTS_TARGET,
   CirculationEvent,
@@ -31,11 +31,14 @@ import {
   sqlLoad,
   tokenize,
   upstreamRecords,
-} from "../operators/mod.ts";
+} from "carrel/operators";
 
-const connection = z.string().min(1).refine(isCredentialFree, {
-  error: "holds a password: put the URL in CARREL_CONN_<NAME> and pass the name",
-});
+// A string format, not a refinement: its name is what Carrel shows when a value does not fit
+// (refinement messages are withheld, they could quote the value), so it says why and where.
+const connection = z.string().min(1).pipe(z.stringFormat(
+  "a connection name, or a URL without a password; this one holds a credential: put the URL in CARREL_CONN_<NAME> and pass the name",
+  isCredentialFree,
+));
 const instant = z.string().refine((v) => v === "" || !Number.isNaN(Date.parse(v)), {
   error: "expected an ISO date or empty",
 });
@@ -75,11 +78,16 @@ export default defineDag<P>({
   maxActiveRuns: 1,
   params: Params,
   defaults: { retries: 2, retryDelay: "30s", timeout: "2h" },
+  // Every task runs in a Worker with only what it declares below.
+  sandbox: "strict",
   tasks: {
     extract: task<P>({
       zone: "enclave",
       outputTags: ["pii:raw"],
       pool: "ils",
+      // Hands its rows to deidentify, tokens and gate in memory (one fused pass, no dataset).
+      stream: true,
+      connections: (p) => [String(p.source)],
       description: "Circulations of the interval, read-only, through a cursor",
       run: async (ctx) => {
         const { from, to } = interval(ctx);
@@ -113,6 +121,7 @@ export default defineDag<P>({
     deidentify: task<P>({
       after: ["extract"],
       zone: "enclave",
+      stream: true,
       description: "Drop names, e-mails, barcodes, addresses, birth dates; generalize on request",
       run: async (ctx) => {
         const options = {
@@ -152,7 +161,10 @@ export default defineDag<P>({
     }),
     load: task<P>({
       after: ["checkpoint"],
+      connections: (p) => [String(p.target)],
       description: "Insert into circulation_events, idempotent on circ_id",
+      // Loads what the checkpoint publishes as it is published (one fused pass, no file).
+      stream: true,
       run: async (ctx) => {
         const result = await sqlLoad(
           ctx.params.target,

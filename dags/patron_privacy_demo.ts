@@ -7,8 +7,8 @@
  * the run and the load never happens.
  */
 import { z } from "zod";
-import { defineDag, task } from "../core/mod.ts";
-import { privacyCheckpoint, schemaGate, tokenize } from "../operators/mod.ts";
+import { defineDag, task } from "carrel";
+import { privacyCheckpoint, schemaGate, tokenize } from "carrel/operators";
 
 const Checkout = z.object({
   patron_token: z.string().length(64),
@@ -25,6 +25,8 @@ export default defineDag({
   schedule: null,
   params: { records: 500, leak: false },
   defaults: { retries: 1, retryDelay: "1s", timeout: "2m" },
+  // Every task runs in a Worker with only what it declares below.
+  sandbox: "strict",
   tasks: {
     extract: task({
       zone: "enclave",

@@ -144,7 +144,7 @@ export interface CliResult {
   stderr: string;
 }
 
-const MAIN = new URL("../core/cli/main.ts", import.meta.url).pathname;
+const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
 /**
@@ -160,7 +160,16 @@ export async function cli(
   options: { cwd: string; env?: Record<string, string>; signal?: AbortSignal },
 ): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", "--config", CONFIG, MAIN, ...args],
+    args: [
+      "run",
+      "--unstable-worker-options",
+      "--allow-all",
+      "--quiet",
+      "--config",
+      CONFIG,
+      MAIN,
+      ...args,
+    ],
     cwd: options.cwd,
     env: { TZ: "UTC", NO_COLOR: "1", ...options.env },
     stdout: "piped",
@@ -177,7 +186,16 @@ export function spawnCli(
   options: { cwd: string; env?: Record<string, string> },
 ): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", "--config", CONFIG, MAIN, ...args],
+    args: [
+      "run",
+      "--unstable-worker-options",
+      "--allow-all",
+      "--quiet",
+      "--config",
+      CONFIG,
+      MAIN,
+      ...args,
+    ],
     cwd: options.cwd,
     env: { TZ: "UTC", NO_COLOR: "1", ...options.env },
     stdout: "piped",
@@ -185,10 +203,10 @@ export function spawnCli(
   }).spawn();
 }
 
-/** The import specifier DAG files written by tests use for the engine. */
-export const CORE_MOD = new URL("../core/mod.ts", import.meta.url).href;
-/** The import specifier DAG files written by tests use for the operators. */
-export const OPERATORS_MOD = new URL("../operators/mod.ts", import.meta.url).href;
+/** The bare specifier DAG files written by tests import the engine by (mapped in deno.json). */
+export const CORE_MOD = "carrel";
+/** The bare specifier DAG files written by tests import the operators by. */
+export const OPERATORS_MOD = "carrel/operators";
 
 /** Polls until `check` returns true or the time runs out. */
 export async function waitFor(

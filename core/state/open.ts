@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { openPgliteStore } from "./pglite.ts";
 import { openPostgresStore } from "./postgres.ts";
 import type { StateStore } from "./store.ts";
+import { ensurePrivateHome } from "./embedded_files.ts";
+import { removeDeadScratch } from "../dataset.ts";
 
 /** Where Carrel keeps its files. */
 export function carrelHome(env: { get(key: string): string | undefined } = Deno.env): string {
@@ -15,7 +17,9 @@ export function carrelHome(env: { get(key: string): string | undefined } = Deno.
 }
 
 /**
- * Opens and migrates the store the environment names.
+ * Opens and migrates the store the environment names. `CARREL_HOME` is created 0700, or made
+ * private when it exists. The embedded store may be open in other Carrel processes at the same
+ * time: the first one serves it to the others.
  *
  * @example
  * ```ts ignore
@@ -28,9 +32,11 @@ export async function openStore(
   env: { get(key: string): string | undefined } = Deno.env,
 ): Promise<StateStore> {
   const url = env.get("CARREL_DATABASE_URL");
-  const store = url
-    ? openPostgresStore(url)
-    : await openPgliteStore(join(carrelHome(env), "state"));
+  const home = carrelHome(env);
+  await ensurePrivateHome(home);
+  // Scratch left by killed processes is unreadable (its key died with them): remove it now.
+  await removeDeadScratch(home).catch(() => {});
+  const store = url ? openPostgresStore(url) : await openPgliteStore(join(home, "state"));
   try {
     await store.migrate();
   } catch (error) {

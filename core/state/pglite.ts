@@ -1,14 +1,18 @@
 /**
- * The embedded default store: PGlite in `CARREL_HOME/state`, created on first use with 0700
- * permissions.
+ * The embedded default store: PGlite in `CARREL_HOME/state` (0700, files 0600), shared safely by
+ * any number of Carrel processes: the first to open it owns it and serves it to the others (see
+ * `embedded_client.ts`).
  *
  * @module
  */
 import { PgliteClient } from "./sql_client.ts";
 import { SqlStateStore } from "./sql_store.ts";
+import { EmbeddedClient, type EmbeddedOptions } from "./embedded_client.ts";
 
 /**
- * Opens a PGlite store in `dataDir` (or in memory when `undefined`). Call `migrate()` before use.
+ * Opens a PGlite store in `dataDir` (or in memory, private to this process, when `undefined`).
+ * The folder holding `dataDir` gets the lock and socket files and is made private (0700). Call
+ * `migrate()` before use.
  *
  * @example
  * ```ts ignore
@@ -17,11 +21,12 @@ import { SqlStateStore } from "./sql_store.ts";
  * await store.migrate();
  * ```
  */
-export async function openPgliteStore(dataDir: string | undefined): Promise<SqlStateStore> {
-  if (dataDir !== undefined) {
-    await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
-    await Deno.chmod(dataDir, 0o700);
+export async function openPgliteStore(
+  dataDir: string | undefined,
+  options: EmbeddedOptions = {},
+): Promise<SqlStateStore> {
+  if (dataDir === undefined) {
+    return new SqlStateStore(await PgliteClient.open(undefined), "memory://");
   }
-  const client = await PgliteClient.open(dataDir);
-  return new SqlStateStore(client, dataDir ?? "memory://");
+  return new SqlStateStore(await EmbeddedClient.open(dataDir, options), dataDir);
 }

@@ -3,7 +3,8 @@
  *
  * @module
  */
-import { maskDatabaseUrl, PostgresClient } from "./sql_client.ts";
+import { maskUrl } from "../privacy/secrets.ts";
+import { PostgresClient } from "./sql_client.ts";
 import { SqlStateStore } from "./sql_store.ts";
 
 /**
@@ -17,5 +18,5 @@ import { SqlStateStore } from "./sql_store.ts";
  * ```
  */
 export function openPostgresStore(url: string, options: { max?: number } = {}): SqlStateStore {
-  return new SqlStateStore(PostgresClient.connect(url, options), maskDatabaseUrl(url));
+  return new SqlStateStore(PostgresClient.connect(url, options), maskUrl(url));
 }

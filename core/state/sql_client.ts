@@ -32,14 +32,78 @@ class Mutex {
 
 interface PgliteQueryable {
   query<T>(text: string, params?: unknown[]): Promise<{ rows: T[] }>;
-  exec(script: string): Promise<unknown>;
+  exec(script: string): Promise<{ rows: unknown[] }[]>;
+}
+
+/**
+ * Parameterised statements prepared once per PGlite session and run as `EXECUTE name(...)`
+ * through the simple protocol: PGlite's own parameterised path parses, describes and plans every
+ * call (about three times the cost of a prepared one). Values are written as SQL literals
+ * (strings quoted with `'` doubled, standard_conforming_strings being on); a statement PGlite
+ * cannot prepare runs the plain way.
+ */
+class PgliteStatements {
+  readonly #names = new Map<string, string | null>();
+  #next = 0;
+
+  async query<T>(db: PgliteQueryable, text: string, params: readonly unknown[]): Promise<T[]> {
+    if (params.length === 0) return (await db.query<T>(text)).rows;
+    let name = this.#names.get(text);
+    if (name === undefined) {
+      name = `carrel_s${this.#next++}`;
+      try {
+        await db.exec(`PREPARE ${name} AS ${text}`);
+      } catch {
+        name = null;
+      }
+      this.#names.set(text, name);
+    }
+    if (name === null) return (await db.query<T>(text, [...params])).rows;
+    const call = `EXECUTE ${name}(${params.map(literal).join(", ")})`;
+    try {
+      const results = await db.exec(call);
+      return (results[results.length - 1]?.rows ?? []) as T[];
+    } catch (error) {
+      // Prepared in a session that has since lost it (a failed transaction): prepare again.
+      if (!/prepared statement .* does not exist/.test(String(error))) throw error;
+      this.#names.delete(text);
+      return await this.query(db, text, params);
+    }
+  }
+}
+
+/** A value as an SQL literal (its type comes from the prepared statement's parameter). */
+function literal(value: unknown): string {
+  if (value === null || value === undefined) return "NULL";
+  if (typeof value === "number" || typeof value === "bigint") {
+    if (typeof value === "number" && !Number.isFinite(value)) {
+      throw new Error(`Cannot send the number ${value} to the state store`);
+    }
+    return String(value);
+  }
+  if (typeof value === "boolean") return value ? "true" : "false";
+  if (value instanceof Date) return quote(value.toISOString());
+  if (Array.isArray(value)) return quote(`{${value.map(arrayElement).join(",")}}`);
+  if (typeof value === "object") return quote(JSON.stringify(value));
+  return quote(String(value));
+}
+
+function quote(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}
+
+function arrayElement(value: unknown): string {
+  if (value === null || value === undefined) return "NULL";
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  const text = value instanceof Date ? value.toISOString() : String(value);
+  return `"${text.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
 }
 
 class PgliteTx implements SqlClient {
   readonly kind = "pglite" as const;
-  constructor(readonly tx: PgliteQueryable) {}
-  async query<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-    return (await this.tx.query<T>(text, [...params])).rows;
+  constructor(readonly tx: PgliteQueryable, readonly statements: PgliteStatements) {}
+  query<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {
+    return this.statements.query<T>(this.tx, text, params);
   }
   async exec(script: string): Promise<void> {
     await this.tx.exec(script);
@@ -59,6 +123,7 @@ class PgliteTx implements SqlClient {
 export class PgliteClient implements SqlClient {
   readonly kind = "pglite" as const;
   readonly #mutex = new Mutex();
+  readonly #statements = new PgliteStatements();
   private constructor(readonly db: PGlite) {}
 
   /** Opens (creating when new) a PGlite data directory; `undefined` means in memory. */
@@ -68,7 +133,7 @@ export class PgliteClient implements SqlClient {
   }
 
   query<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-    return this.#mutex.run(async () => (await this.db.query<T>(text, [...params])).rows);
+    return this.#mutex.run(() => this.#statements.query<T>(this.db, text, params));
   }
   exec(script: string): Promise<void> {
     return this.#mutex.run(async () => {
@@ -76,7 +141,9 @@ export class PgliteClient implements SqlClient {
     });
   }
   transaction<T>(fn: (tx: SqlClient) => Promise<T>): Promise<T> {
-    return this.#mutex.run(() => this.db.transaction((tx) => fn(new PgliteTx(tx))));
+    return this.#mutex.run(() =>
+      this.db.transaction((tx) => fn(new PgliteTx(tx, this.#statements)))
+    );
   }
   async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
     const stop = await this.db.listen(channel, onNotify);
@@ -93,7 +160,11 @@ class PostgresTx implements SqlClient {
   readonly kind = "postgres" as const;
   constructor(readonly sql: PgSql) {}
   async query<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-    return await this.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[]) as T[];
+    // Named prepared statements (postgres.js prepares `unsafe` text only when asked): parsed and
+    // planned once per connection instead of on every call.
+    return await this.sql.unsafe(text, params as postgres.ParameterOrJSON<never>[], {
+      prepare: params.length > 0,
+    }) as T[];
   }
   async exec(script: string): Promise<void> {
     await this.sql.unsafe(script);
@@ -144,27 +215,5 @@ export class PostgresClient extends PostgresTx {
   }
   override close(): Promise<void> {
     return this.root.end({ timeout: 5 });
-  }
-}
-
-/**
- * Masks the password of a connection URL for display: `postgres://carrel:***@db/carrel`.
- *
- * @example
- * ```ts
- * import { maskDatabaseUrl } from "./sql_client.ts";
- * maskDatabaseUrl("postgres://u:secret@h/db"); // "postgres://u:***@h/db"
- * ```
- */
-export function maskDatabaseUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    for (const key of [...u.searchParams.keys()]) {
-      if (/pass|secret|key|token/i.test(key)) u.searchParams.set(key, "***");
-    }
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/([^:/@]*):[^@]*@/, "//$1:***@");
   }
 }

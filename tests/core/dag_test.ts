@@ -65,7 +65,7 @@ Deno.test("dag: a bad id is named, and the message works without a string id", (
   );
   assert.equal(
     loadError({ id: "x", tasks: { "Bad-Task": task({ run: ok }) } }),
-    'Cannot load DAG "x" (dags/x.ts): tasks.Bad-Task: expected task ids matching /^[a-z][a-z0-9_]*$/',
+    'Cannot load DAG "x" (dags/x.ts): tasks.Bad-Task: expected task ids matching /^[a-z][a-z0-9_]*$/ (in groups joined by ".")',
   );
 });
 
@@ -112,14 +112,32 @@ Deno.test("dag: bad durations are rejected wherever they appear", () => {
   );
 });
 
-Deno.test("dag: unknown top-level and defaults keys are named", () => {
+Deno.test("dag: unknown top-level, defaults and task keys are named, with a suggestion", () => {
   assert.equal(
     loadError({ id: "x", shedule: "0 2 * * *", tasks: { t: task({ run: ok }) } }),
-    'Cannot load DAG "x" (dags/x.ts): unknown key "shedule"',
+    'Cannot load DAG "x" (dags/x.ts): unknown key "shedule" (did you mean "schedule"?)',
   );
   assert.equal(
     loadError({ id: "x", defaults: { retires: 2 }, tasks: { t: task({ run: ok }) } }),
-    'Cannot load DAG "x" (dags/x.ts): defaults: unknown key "retires"',
+    'Cannot load DAG "x" (dags/x.ts): defaults: unknown key "retires" (did you mean "retries"?)',
+  );
+  assert.equal(
+    loadError({
+      id: "x",
+      tasks: { extract: task({ retires: 3, run: ok } as unknown as Parameters<typeof task>[0]) },
+    }),
+    'Cannot load DAG "x" (dags/x.ts): tasks.extract: unknown key "retires" (did you mean "retries"?)',
+  );
+  assert.equal(
+    loadError({
+      id: "x",
+      tasks: { t: task({ colour: "red", run: ok } as unknown as Parameters<typeof task>[0]) },
+    }),
+    'Cannot load DAG "x" (dags/x.ts): tasks.t: unknown key "colour"',
+  );
+  assert.equal(
+    loadError({ id: "x", tasks: { t: 42 as unknown as ReturnType<typeof task> } }),
+    'Cannot load DAG "x" (dags/x.ts): tasks.t: expected a task (use task({...}) or an operator)',
   );
 });
 
@@ -154,8 +172,21 @@ Deno.test("dag: other bad values are named: tasks, run, trigger rule, maxActiveT
     loadError({ id: "x", tasks: { load: { run: ok, triggerRule: "all_ok" } } }),
     `Cannot load DAG "x" (dags/x.ts): tasks.load.triggerRule: expected one of ${
       TRIGGER_RULES.join(", ")
-    }`,
+    } (or an alias: none_failed_or_skipped, dummy)`,
   );
+  // Airflow's old names load, resolved to the rule they name.
+  const aliased = resolveDag(defineDag({
+    id: "x",
+    tasks: {
+      a: task({ run: ok }),
+      b: task({ after: ["a"], triggerRule: "none_failed_or_skipped", run: ok }),
+      c: task({ after: ["a"], triggerRule: "dummy", run: ok }),
+      d: task({ after: ["a"], triggerRule: "all_done_min_one_success", run: ok }),
+    },
+  }));
+  assert.equal(aliased.tasks.get("b")!.triggerRule, "none_failed_min_one_success");
+  assert.equal(aliased.tasks.get("c")!.triggerRule, "always");
+  assert.equal(aliased.tasks.get("d")!.triggerRule, "all_done_min_one_success");
   assert.equal(
     loadError({ id: "x", maxActiveTasks: 0, tasks: { t: task({ run: ok }) } }),
     'Cannot load DAG "x" (dags/x.ts): maxActiveTasks: expected a number >= 1',

@@ -11,14 +11,10 @@ import {
 } from "../../core/dag.ts";
 import { Dataset } from "../../core/dataset.ts";
 import { SkipTask } from "../../core/errors.ts";
-import {
-  type ExecuteOptions,
-  executeRun,
-  type ExecutorEvent,
-  retryDelay,
-  type RunResult,
-} from "../../core/executor.ts";
-import { PrivacySafeError } from "../../core/privacy_safe.ts";
+import type { ExecutorEvent, RunResult } from "../../core/run/events.ts";
+import { type ExecuteOptions, executeRun } from "../../core/run/local.ts";
+import { retryDelay } from "../../core/run/decide.ts";
+import { PrivacySafeError } from "../../core/privacy/privacy_safe.ts";
 import { BACKENDS, notePostgresSkipped, testStore, withTmpDir } from "../test_utils.ts";
 
 notePostgresSkipped();
@@ -306,6 +302,23 @@ const RULE_CASES: [TriggerRule, Outcome[], string][] = [
   ["none_failed_min_one_success", ["ok", "fail"], "upstream_failed"],
   ["always", ["fail", "fail"], "success"],
   ["always", ["skip", "ok"], "success"],
+  // The rules Airflow added later, and its old names.
+  ["all_skipped", ["skip", "skip"], "success"],
+  ["all_skipped", ["skip", "ok"], "skipped"],
+  ["all_skipped", ["skip", "fail"], "skipped"],
+  ["one_done", ["fail", "skip"], "success"],
+  ["one_done", ["ok", "skip"], "success"],
+  ["one_done", ["skip", "skip"], "skipped"],
+  ["none_skipped", ["ok", "fail"], "success"],
+  ["none_skipped", ["ok", "skip"], "skipped"],
+  ["none_skipped", ["fail", "fail"], "success"],
+  ["all_done_min_one_success", ["ok", "fail"], "success"],
+  ["all_done_min_one_success", ["fail", "fail"], "upstream_failed"],
+  ["all_done_min_one_success", ["ok", "skip"], "skipped"],
+  ["none_failed_or_skipped", ["ok", "skip"], "success"],
+  ["none_failed_or_skipped", ["skip", "skip"], "skipped"],
+  ["none_failed_or_skipped", ["ok", "fail"], "upstream_failed"],
+  ["dummy", ["fail", "skip"], "success"],
 ];
 
 for (
@@ -318,6 +331,12 @@ for (
     "none_failed",
     "none_failed_min_one_success",
     "always",
+    "all_skipped",
+    "one_done",
+    "none_skipped",
+    "all_done_min_one_success",
+    "none_failed_or_skipped",
+    "dummy",
   ] as const
 ) {
   Deno.test(`executor: trigger rule ${rule} follows Airflow`, async () => {

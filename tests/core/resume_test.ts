@@ -1,12 +1,7 @@
 import assert from "node:assert/strict";
 import { type DagConfig, defineDag, resolveDag, type ResolvedDag, task } from "../../core/dag.ts";
-import {
-  type ExecuteOptions,
-  executeRun,
-  type ExecutorEvent,
-  RunBusyError,
-  type RunResult,
-} from "../../core/executor.ts";
+import type { ExecutorEvent, RunResult } from "../../core/run/events.ts";
+import { type ExecuteOptions, executeRun, RunBusyError } from "../../core/run/local.ts";
 import { runIdFor } from "../../core/job_key.ts";
 import {
   intervalAt,
@@ -481,13 +476,14 @@ Deno.test("schedule: DST in America/New_York: a skipped 02:00 fires at 03:00 EDT
   ]);
   const onNov1 = fall.filter((i) => i.start.toISOString().startsWith("2026-11-01"));
   assert.equal(onNov1.length, 1);
-  // 01:30 happens twice that night: it fires once, at the first (EDT) occurrence.
+  // 01:30 happens twice that night: it fires once, at the second (EST) occurrence, as Airflow
+  // (fold=1).
   assert.deepEqual(
     intervalsBetween(
       scheduled("30 1 * * *", "America/New_York"),
       new Date("2026-11-01T00:00:00Z"),
       new Date("2026-11-01T23:00:00Z"),
     ).map(iso),
-    [["2026-11-01T05:30:00.000Z", "2026-11-02T06:30:00.000Z"]],
+    [["2026-11-01T06:30:00.000Z", "2026-11-02T06:30:00.000Z"]],
   );
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type AuditInput, verifyChain } from "../../core/audit.ts";
+import { type AuditInput, GLOBAL_CHAIN } from "../../core/audit.ts";
+import { verifyAudit } from "../../core/audit_verify.ts";
 import { jobKey, runIdFor } from "../../core/job_key.ts";
 import { migrationFiles } from "../../core/state/migrate.ts";
 import type { NewRun, NewTaskInstance } from "../../core/state/store.ts";
@@ -89,9 +90,9 @@ for (const backend of BACKENDS) {
       rows.map((r) => [Number(r.version), Number(r.n)]),
       files.map((f) => [f.version, 1]),
     );
-    // The head row and the triggers exist once.
+    // The global chain's head row and the triggers exist once.
     const [head] = await store.client.query<{ n: string }>(
-      "SELECT count(*)::text AS n FROM audit_head",
+      "SELECT count(*)::text AS n FROM audit_chains WHERE chain = 'global'",
     );
     assert.equal(head!.n, "1");
     const triggers = await store.client.query<{ tgname: string }>(
@@ -250,9 +251,10 @@ for (const backend of BACKENDS) {
   test("the audit chain verifies against its head", async (store) => {
     await store.appendAudit([entry("check:a"), entry("check:b", { detail: { fields: ["x"] } })]);
     const head = await store.auditHead();
-    const verdict = await verifyChain(store.iterateAudit(), head);
-    assert.deepEqual(verdict, { ok: true, entries: head.seq, head: head.hash });
-    assert.equal(await auditCount(store), head.seq);
+    const verdict = await verifyAudit(store);
+    assert.equal(verdict.ok, true, JSON.stringify(verdict));
+    assert.equal(verdict.head, head.hash);
+    assert.equal(verdict.entries, await auditCount(store));
   });
 
   test("UPDATE, DELETE and TRUNCATE on audit_log are rejected", async (store) => {
@@ -273,7 +275,7 @@ for (const backend of BACKENDS) {
     );
     assert.equal(await auditCount(store), before);
     assert.deepEqual(await lastEntries(store, 1).then((e) => e[0]!.status), "ok");
-    assert.equal((await verifyChain(store.iterateAudit(), await store.auditHead())).ok, true);
+    assert.equal((await verifyAudit(store)).ok, true);
   });
 
   test("purgeRuns deletes old finished runs with their task instances; dry-run deletes nothing", async (store) => {
@@ -360,10 +362,15 @@ for (const backend of BACKENDS) {
     const anchor = remaining[2]!;
     assert.equal(anchor.seq, before.seq + 1);
     assert.equal(anchor.recordCount, total - 2);
-    assert.equal(anchor.detail!.lastDeletedSeq, remaining[0]!.seq - 1);
-    assert.equal(anchor.detail!.lastDeletedHash, remaining[0]!.prevHash);
-    const verdict = await verifyChain(store.iterateAudit(), await store.auditHead());
-    assert.deepEqual(verdict, { ok: true, entries: 3, head: anchor.hash });
+    assert.deepEqual(anchor.detail!.chains, [{
+      chain: GLOBAL_CHAIN,
+      pos: remaining[0]!.pos - 1,
+      hash: remaining[0]!.prevHash,
+    }]);
+    const verdict = await verifyAudit(store);
+    assert.equal(verdict.ok, true, JSON.stringify(verdict));
+    assert.equal(verdict.entries, 3);
+    assert.equal(verdict.head, anchor.hash);
     // Deleting is off again after the purge.
     await assert.rejects(
       store.client.query("DELETE FROM audit_log WHERE seq = $1", [anchor.seq]),
@@ -377,12 +384,13 @@ for (const backend of BACKENDS) {
     assert.equal((await store.auditHead()).seq, anchor.seq);
   });
 
-  // Last test of the backend: it breaks the chain on purpose, then closes the store.
+  // Last test of the backend: it breaks the chain on purpose, then closes the store. The kinds of
+  // tampering, and the signed checkpoints, are tested one by one in audit_test.ts.
   test("tampering with audit_log is detected, naming the entry", async (store) => {
     try {
       await store.appendAudit([entry("t:1"), entry("t:2"), entry("t:3"), entry("t:4")]);
       const head = await store.auditHead();
-      assert.equal((await verifyChain(store.iterateAudit(), head)).ok, true);
+      assert.equal((await verifyAudit(store)).ok, true);
       const target = head.seq - 2;
       // A superuser can switch the triggers off (PGlite runs as one).
       await store.client.exec("ALTER TABLE audit_log DISABLE TRIGGER USER");
@@ -391,7 +399,7 @@ for (const backend of BACKENDS) {
         [target],
       );
       await store.client.query("UPDATE audit_log SET status = 'tampered' WHERE seq = $1", [target]);
-      const tampered = await verifyChain(store.iterateAudit(), head);
+      const tampered = await verifyAudit(store);
       assert.equal(tampered.ok, false);
       assert.equal(!tampered.ok && tampered.seq, target);
       assert.equal(!tampered.ok && tampered.reason, "its hash does not match its content");
@@ -400,21 +408,28 @@ for (const backend of BACKENDS) {
         original!.status,
         target,
       ]);
-      assert.equal((await verifyChain(store.iterateAudit(), head)).ok, true);
+      assert.equal((await verifyAudit(store)).ok, true);
 
       // Removing the newest entry is caught by the head.
       await store.client.query("DELETE FROM audit_log WHERE seq = $1", [head.seq]);
-      const tail = await verifyChain(store.iterateAudit(), head);
+      const tail = await verifyAudit(store);
       assert.equal(tail.ok, false);
-      assert.equal(!tail.ok && tail.seq, head.seq);
-      assert.match(!tail.ok ? tail.reason : "", /newest entries were removed/);
+      assert.equal(!tail.ok && tail.seq, null);
+      assert.match(
+        !tail.ok ? tail.reason : "",
+        /were removed: the chain does not reach its recorded head/,
+      );
 
       // Removing one in the middle is caught at the next entry.
+      const [gone] = await store.client.query<{ pos: string }>(
+        "SELECT pos::text AS pos FROM audit_log WHERE seq = $1",
+        [target],
+      );
       await store.client.query("DELETE FROM audit_log WHERE seq = $1", [target]);
-      const gap = await verifyChain(store.iterateAudit(), head);
+      const gap = await verifyAudit(store);
       assert.equal(gap.ok, false);
       assert.equal(!gap.ok && gap.seq, target + 1);
-      assert.equal(!gap.ok && gap.reason, `entries ${target} to ${target} are missing`);
+      assert.equal(!gap.ok && gap.reason, `entries ${gone!.pos} to ${gone!.pos} are missing`);
     } finally {
       await store.client.exec("ALTER TABLE audit_log ENABLE TRIGGER USER").catch(() => {});
       await store.close();

@@ -45,6 +45,8 @@ export default defineDag({
       operator: "privacyCheckpoint",
       checkpoint: true,
       zone: "inherit",
+      reads: [M],
+      writes: [M],
       after: ["extract"],
       run: async (ctx: any) => {
         await mark(ctx);
@@ -347,6 +349,8 @@ export default defineDag({
       operator: "privacyCheckpoint",
       checkpoint: true,
       zone: "inherit",
+      reads: [M],
+      writes: [M],
       after: ["extract", "spill"],
       run: async (ctx: any) => {
         let n = 0;
@@ -424,3 +428,31 @@ export default defineDag({
     }
   });
 }
+
+Deno.test("a DAGs folder outside the repository imports carrel, carrel/operators and zod by bare name", async () => {
+  await using w = await world("pglite", "outside");
+  const outside = join(w.dir, "srv", "dags");
+  await Deno.mkdir(outside, { recursive: true });
+  await Deno.writeTextFile(
+    join(outside, "outside.ts"),
+    `import { z } from "zod";
+import { defineDag, task } from "carrel";
+import { privacyCheckpoint, schemaGate, tokenize } from "carrel/operators";
+export default defineDag({
+  id: "outside",
+  tasks: {
+    extract: task({ zone: "enclave", run: () => [{ patron_id: "P1", n: 1 }] }),
+    tokens: tokenize({ after: ["extract"], fields: ["patron_id"], rename: { patron_id: "patron_token" } }),
+    gate: schemaGate({ after: ["tokens"], schema: z.object({ patron_token: z.string(), n: z.number() }) }),
+    checkpoint: privacyCheckpoint({ after: ["gate"], tokenized: ["patron_token"] }),
+  },
+});
+`,
+  );
+  const key = { PII_HMAC_KEY: "k".repeat(32) };
+  const validate = await w.run(["--dags", outside, "dags", "validate"], key);
+  assertExit(validate, 0);
+  const run = await w.run(["--dags", outside, "dags", "run", "outside", "--json"], key);
+  assertExit(run, 0);
+  assert.equal(JSON.parse(run.stdout).state, "success", show(run));
+});

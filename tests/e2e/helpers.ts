@@ -78,8 +78,10 @@ export async function world(
  */
 export function prelude(w: World): string {
   return `// deno-lint-ignore-file
-import { defineDag, task } from ${JSON.stringify(CORE_MOD)};
+import { defineDag, task as declareTask } from ${JSON.stringify(CORE_MOD)};
 const M = ${JSON.stringify(w.marks)};
+// Every test task may read and write the marks folder (enclave tasks run in strict sandboxes).
+const task = (spec: any) => declareTask({ reads: [M], writes: [M], ...spec });
 const day = (ctx: any) => ctx.logicalDate.toISOString().slice(0, 10);
 const mark = async (ctx: any) => {
   await Deno.writeTextFile(M + "/" + day(ctx) + "." + ctx.taskId, "x\\n", { append: true });

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
 import { openStore } from "../../core/mod.ts";
-import { loadIlsFixture } from "../../operators/ils_fixtures.ts";
+import { loadIlsFixture } from "../../fixtures/ils.ts";
 import {
   BACKENDS,
   cli,

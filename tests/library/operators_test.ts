@@ -30,7 +30,7 @@ import {
   toCatalogRecord,
   writeCatalogFiles,
 } from "../../operators/mod.ts";
-import { fixtureRecord } from "../../operators/marc.ts";
+import { fixtureRecord } from "../../fixtures/mod.ts";
 import { withTmpDir } from "../test_utils.ts";
 
 async function drain<T>(it: AsyncIterable<T>): Promise<T[]> {
@@ -198,7 +198,12 @@ Deno.test("toCatalogRecord: sanitized, holdings counted before stripping, id fal
   assert.ok(fallback.ok);
   assert.equal(fallback.record.id, "4242");
   assert.deepEqual(fallback.record.marc.fields[0], { tag: "001", value: "4242" });
-  const none = toCatalogRecord(no001, {}, { idFields: ["001"] });
+  // No id in the sources: a content-derived id (with a warning), or a refusal with strict ids.
+  const derived = toCatalogRecord(no001, {}, { idFrom: ["001"] });
+  assert.ok(derived.ok);
+  assert.match(derived.record.id, /^carrel-[0-9a-f]{24}$/);
+  assert.deepEqual(derived.warnings, ["id-derived"]);
+  const none = toCatalogRecord(no001, {}, { idFrom: ["001"], strictIds: true });
   assert.equal(none.ok, false);
 });
 

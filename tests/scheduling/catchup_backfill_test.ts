@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { defineDag, resolveDag, task } from "../../core/mod.ts";
-import { paramsHash } from "../../core/executor.ts";
+import { paramsHash } from "../../core/run/plan.ts";
 import { runIdFor } from "../../core/job_key.ts";
 import type { LoadedDags } from "../../core/loader.ts";
 import { schedulerPass } from "../../core/scheduler.ts";

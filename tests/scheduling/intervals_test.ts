@@ -1,6 +1,6 @@
 /**
  * Data intervals from cron in a DAG's time zone (pure): UTC schedules, daylight-saving jumps in
- * America/New_York and Europe/London, and which intervals the scheduler finds due.
+ * America/New_York, Europe/London and America/Chicago (as Airflow: fold=1, the DST fix), and which intervals the scheduler finds due.
  */
 import assert from "node:assert/strict";
 import { type DagConfig, defineDag, resolveDag, task } from "../../core/dag.ts";
@@ -10,6 +10,7 @@ import {
   fromWall,
   intervalAt,
   intervalsBetween,
+  isFixedTime,
   latestCompleteInterval,
   nextFireAfter,
   toWall,
@@ -120,17 +121,18 @@ Deno.test("intervals: America/New_York `0 2 * * *` on the fall-back day fires on
   ]);
 });
 
-Deno.test("intervals: America/New_York `0 1 * * *` on the fall-back day fires once, at the first 01:00 (05:00Z)", () => {
+Deno.test("intervals: America/New_York `0 1 * * *` on the fall-back day fires once, at the second 01:00 (06:00Z, Airflow's fold=1)", () => {
   const d = dag({ schedule: "0 1 * * *", timezone: "America/New_York" });
   const xs = intervalsBetween(d, at("2026-10-31T00:00:00Z"), at("2026-11-02T12:00:00Z"));
   assert.deepEqual(pairs(xs), [
-    "2026-10-31T05:00:00.000Z -> 2026-11-01T05:00:00.000Z", // 01:00 EDT
-    "2026-11-01T05:00:00.000Z -> 2026-11-02T06:00:00.000Z", // first 01:00 (EDT); 25 h
+    "2026-10-31T05:00:00.000Z -> 2026-11-01T06:00:00.000Z", // 01:00 EDT; 25 h
+    "2026-11-01T06:00:00.000Z -> 2026-11-02T06:00:00.000Z", // second 01:00 (EST)
     "2026-11-02T06:00:00.000Z -> 2026-11-03T06:00:00.000Z", // 01:00 EST
   ]);
-  // The second 01:00 (06:00Z) is not a fire time.
-  assert.equal(iso(nextFireAfter(d, at("2026-11-01T05:00:00Z"))), "2026-11-02T06:00:00.000Z");
-  assert.equal(iso(fireAtOrBefore(d, at("2026-11-01T06:30:00Z"))), "2026-11-01T05:00:00.000Z");
+  // The first 01:00 (05:00Z) is not a fire time.
+  assert.equal(iso(nextFireAfter(d, at("2026-10-31T05:00:00Z"))), "2026-11-01T06:00:00.000Z");
+  assert.equal(iso(fireAtOrBefore(d, at("2026-11-01T05:30:00Z"))), "2026-10-31T05:00:00.000Z");
+  assert.equal(iso(fireAtOrBefore(d, at("2026-11-01T06:30:00Z"))), "2026-11-01T06:00:00.000Z");
 });
 
 Deno.test("intervals: America/New_York hourly cron across both jumps: no duplicate and no missing instant", () => {
@@ -145,11 +147,12 @@ Deno.test("intervals: America/New_York hourly cron across both jumps: no duplica
       "2026-03-08T08:00:00.000Z",
     ],
   );
-  // Fall back: the repeated 01:00 fires once (05:00Z); the next fire is 02:00 EST (07:00Z).
+  // Fall back: both 01:00s fire (05:00Z EDT, 06:00Z EST), as Airflow's DST fix does.
   const xs = intervalsBetween(d, at("2026-11-01T04:00:00Z"), at("2026-11-01T08:00:00Z"));
   assert.deepEqual(starts(xs), [
     "2026-11-01T04:00:00.000Z",
     "2026-11-01T05:00:00.000Z",
+    "2026-11-01T06:00:00.000Z",
     "2026-11-01T07:00:00.000Z",
     "2026-11-01T08:00:00.000Z",
   ]);
@@ -173,12 +176,12 @@ Deno.test("intervals: Europe/London `30 1 * * *` in the skipped hour fires an ho
   ]);
 });
 
-Deno.test("intervals: Europe/London `30 1 * * *` on the fall-back day fires once, at the first 01:30 (00:30Z)", () => {
+Deno.test("intervals: Europe/London `30 1 * * *` on the fall-back day fires once, at the second 01:30 (01:30Z)", () => {
   const d = dag({ schedule: "30 1 * * *", timezone: "Europe/London" });
   const xs = intervalsBetween(d, at("2026-10-24T00:00:00Z"), at("2026-10-26T12:00:00Z"));
   assert.deepEqual(pairs(xs), [
-    "2026-10-24T00:30:00.000Z -> 2026-10-25T00:30:00.000Z", // 01:30 BST
-    "2026-10-25T00:30:00.000Z -> 2026-10-26T01:30:00.000Z", // first 01:30 (BST); 25 h
+    "2026-10-24T00:30:00.000Z -> 2026-10-25T01:30:00.000Z", // 01:30 BST; 25 h
+    "2026-10-25T01:30:00.000Z -> 2026-10-26T01:30:00.000Z", // second 01:30 (GMT)
     "2026-10-26T01:30:00.000Z -> 2026-10-27T01:30:00.000Z", // 01:30 GMT
   ]);
 });
@@ -281,4 +284,41 @@ Deno.test("dueIntervals: without catchup, only the latest complete interval, not
 Deno.test("dueIntervals: a paused-in-time DAG (start in the future) has nothing due", () => {
   const d = dag({ catchup: true, start: "2027-01-01T00:00:00Z" });
   assert.deepEqual(dueIntervals(d, undefined, at("2026-06-01T00:00:00Z")), []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Daylight saving as Airflow: America/Chicago, fall back 2026-11-01 02:00 CDT -> 01:00 CST
+
+Deno.test("intervals: America/Chicago hourly across the 2026-11-01 fall-back fires at 07:00Z too (no two-hour interval)", () => {
+  const d = dag({ schedule: "@hourly", timezone: "America/Chicago" });
+  const xs = intervalsBetween(d, at("2026-11-01T05:00:00Z"), at("2026-11-01T09:00:00Z"));
+  assert.deepEqual(pairs(xs), [
+    "2026-11-01T05:00:00.000Z -> 2026-11-01T06:00:00.000Z", // 00:00 CDT
+    "2026-11-01T06:00:00.000Z -> 2026-11-01T07:00:00.000Z", // 01:00 CDT
+    "2026-11-01T07:00:00.000Z -> 2026-11-01T08:00:00.000Z", // 01:00 CST (the repeated hour)
+    "2026-11-01T08:00:00.000Z -> 2026-11-01T09:00:00.000Z", // 02:00 CST
+    "2026-11-01T09:00:00.000Z -> 2026-11-01T10:00:00.000Z",
+  ]);
+  // The local day of the fall-back has 25 hourly runs.
+  const day = intervalsBetween(d, at("2026-11-01T05:00:00Z"), at("2026-11-02T05:59:59Z"));
+  assert.equal(day.length, 25);
+  for (const x of day) assert.equal(x.end.getTime() - x.start.getTime(), 3_600_000);
+  // Inside the repeated hour, each reading belongs to its own interval.
+  assert.equal(iso(intervalAt(d, at("2026-11-01T06:30:00Z")).start), "2026-11-01T06:00:00.000Z");
+  assert.equal(iso(intervalAt(d, at("2026-11-01T07:30:00Z")).start), "2026-11-01T07:00:00.000Z");
+  assert.equal(iso(nextFireAfter(d, at("2026-11-01T06:00:00Z"))), "2026-11-01T07:00:00.000Z");
+});
+
+Deno.test("intervals: America/Chicago `30 1 * * *` fires at the second 01:30 (CST, 07:30Z) on the fall-back day", () => {
+  const d = dag({ schedule: "30 1 * * *", timezone: "America/Chicago" });
+  const xs = intervalsBetween(d, at("2026-10-31T00:00:00Z"), at("2026-11-02T12:00:00Z"));
+  assert.deepEqual(pairs(xs), [
+    "2026-10-31T06:30:00.000Z -> 2026-11-01T07:30:00.000Z", // 01:30 CDT; 25 h
+    "2026-11-01T07:30:00.000Z -> 2026-11-02T07:30:00.000Z", // second 01:30 (CST)
+    "2026-11-02T07:30:00.000Z -> 2026-11-03T07:30:00.000Z", // 01:30 CST
+  ]);
+  assert.equal(isFixedTime("30 1 * * *"), true);
+  assert.equal(isFixedTime("0 * * * *"), false);
+  // The first 01:30 (CDT, 06:30Z) is not a fire time.
+  assert.equal(iso(fireAtOrBefore(d, at("2026-11-01T06:30:00Z"))), "2026-10-31T06:30:00.000Z");
 });

@@ -7,9 +7,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { runIdFor } from "../../core/job_key.ts";
 import { loadDags } from "../../core/loader.ts";
-import { paramsHash } from "../../core/executor.ts";
+import { paramsHash } from "../../core/run/plan.ts";
 import { acquireLeadership, runScheduler, schedulerPass } from "../../core/scheduler.ts";
 import { openPostgresStore } from "../../core/state/postgres.ts";
+import { openPgliteStore } from "../../core/state/pglite.ts";
 import type { SqlStateStore } from "../../core/state/sql_store.ts";
 import {
   BACKENDS,
@@ -565,12 +566,23 @@ Deno.test({
   },
 });
 
-Deno.test("scheduler: acquireLeadership is always granted on PGlite [pglite]", async () => {
-  await using w = await world("pglite");
-  const a = await acquireLeadership(w.store);
-  const b = await acquireLeadership(w.store);
-  assert.equal(await a.held(), true);
-  assert.equal(await b.held(), true);
-  await a.release();
-  await b.release();
+Deno.test("scheduler: on the embedded store a second scheduler is a standby until released [pglite]", async () => {
+  const home = await Deno.makeTempDir({ prefix: "carrel-leader-" });
+  const store = await openPgliteStore(join(home, "state"));
+  try {
+    const first = await acquireLeadership(store);
+    const second = await acquireLeadership(store);
+    assert.equal(await first.held(), true);
+    assert.equal(await second.held(), false, "the second scheduler must stand by");
+    assert.equal(await first.held(), true, "still held by the first");
+    await first.release();
+    assert.equal(await second.held(), true, "the standby takes over after release");
+    const third = await acquireLeadership(store);
+    assert.equal(await third.held(), false);
+    await third.release();
+    await second.release();
+  } finally {
+    await store.close();
+    await Deno.remove(home, { recursive: true });
+  }
 });

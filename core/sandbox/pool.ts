@@ -1,0 +1,166 @@
+/**
+ * Sandbox Workers, pooled per permission set: a Worker that finished an attempt waits for the
+ * next one with the same permissions (its module cache keeps the engine and the DAG file), so a
+ * run pays for a Worker once per permission set, not once per task. Workers live while a scope
+ * is open (a run in this process, a worker process); when the last scope closes, idle Workers
+ * are terminated. A Worker whose attempt was aborted or crashed is terminated, never reused.
+ *
+ * Starting a Worker with its own permissions needs Deno's `--unstable-worker-options` (set in
+ * `deno.json` and in every task and shebang that starts Carrel): without it Deno would exit the
+ * whole process, so that is checked first and reported as an error instead.
+ *
+ * @module
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { FatalTaskError } from "../errors.ts";
+import { markPrivacySafe } from "../privacy/privacy_safe.ts";
+import type { SandboxPermissions } from "./permissions.ts";
+import type { FromSandbox } from "./protocol.ts";
+
+/** A started Worker and the permission set it was started with. */
+export interface SandboxWorker {
+  readonly key: string;
+  readonly worker: Worker;
+  /** Resolves when the Worker has loaded its script. */
+  readonly ready: Promise<void>;
+  /** Set by the attempt that uses it. */
+  onMessage: ((m: FromSandbox) => void) | undefined;
+  onError: ((message: string) => void) | undefined;
+  /** An uncaught error ended it (a stray rejection, even while idle): never reused. */
+  broken: boolean;
+}
+
+const idle = new Map<string, SandboxWorker[]>();
+let scopes = 0;
+let enabled: boolean | undefined;
+
+/** Workers started since the process began (the bench reports it). */
+export const sandboxStats = { started: 0 };
+
+/**
+ * Whether this process may start Workers with their own permissions: started with
+ * `--unstable-worker-options` (or `--unstable`), or under a `deno.json` that lists
+ * `"worker-options"` in `unstable`.
+ */
+export function workerOptionsEnabled(): boolean {
+  if (enabled !== undefined) return enabled;
+  enabled = false;
+  try {
+    const args = readFileSync("/proc/self/cmdline", "utf8").split("\0");
+    if (args.some((a) => a === "--unstable-worker-options" || a === "--unstable")) {
+      return enabled = true;
+    }
+    const config = args.findIndex((a) => a === "--config" || a === "-c");
+    const files = config >= 0 && args[config + 1] ? [args[config + 1]!] : configFiles();
+    for (const file of files) {
+      const json = JSON.parse(readFileSync(file, "utf8")) as { unstable?: unknown };
+      if (Array.isArray(json.unstable) && json.unstable.includes("worker-options")) enabled = true;
+      break;
+    }
+  } catch { /* not Linux, or unreadable: not known to be enabled */ }
+  return enabled;
+}
+
+/** The `deno.json` Deno discovers: in the working directory or the nearest folder above it. */
+function configFiles(): string[] {
+  let dir = Deno.cwd();
+  for (;;) {
+    for (const name of ["deno.json", "deno.jsonc"]) {
+      if (existsSync(join(dir, name))) return [join(dir, name)];
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return [];
+    dir = parent;
+  }
+}
+
+/** Keeps pooled Workers alive until disposed (the last scope terminates the idle ones). */
+export function sandboxScope(): Disposable {
+  scopes++;
+  let open = true;
+  return {
+    [Symbol.dispose]() {
+      if (!open) return;
+      open = false;
+      if (--scopes === 0) {
+        for (const list of idle.values()) for (const w of list) w.worker.terminate();
+        idle.clear();
+      }
+    },
+  };
+}
+
+/** An idle Worker with these permissions, or a new one. */
+export function acquireWorker(permissions: SandboxPermissions): SandboxWorker {
+  const key = JSON.stringify(permissions);
+  const waiting = idle.get(key);
+  let reused = waiting?.pop();
+  while (reused?.broken) reused = waiting?.pop();
+  if (waiting && waiting.length === 0) idle.delete(key);
+  if (reused) return reused;
+  if (!workerOptionsEnabled()) {
+    throw markPrivacySafe(
+      new FatalTaskError(
+        'Cannot start a task sandbox: Deno was started without --unstable-worker-options (add it to the command, or `"unstable": ["worker-options"]` to deno.json)',
+      ),
+    );
+  }
+  const worker = new Worker(new URL("./worker_main.ts", import.meta.url), {
+    type: "module",
+    deno: { permissions },
+  });
+  sandboxStats.started++;
+  let readyResolve!: () => void;
+  const ready = new Promise<void>((r) => readyResolve = r);
+  const entry: SandboxWorker = {
+    key,
+    worker,
+    ready,
+    onMessage: undefined,
+    onError: undefined,
+    broken: false,
+  };
+  worker.onmessage = (e: MessageEvent<FromSandbox>) => {
+    if (e.data.type === "ready") readyResolve();
+    else entry.onMessage?.(e.data);
+  };
+  worker.onerror = (e: ErrorEvent) => {
+    e.preventDefault();
+    entry.broken = true;
+    worker.terminate();
+    readyResolve();
+    entry.onError?.(e.message || "the sandbox Worker failed");
+  };
+  return entry;
+}
+
+/**
+ * Starts a Worker for a permission set ahead of need, importing the DAG file: while a scope is
+ * open and none is idle for it. Its start-up then overlaps the tasks before it.
+ */
+export function prewarmWorker(
+  permissions: SandboxPermissions,
+  module: string,
+  dagId: string,
+): void {
+  if (scopes === 0 || !workerOptionsEnabled()) return;
+  const key = JSON.stringify(permissions);
+  if ((idle.get(key)?.length ?? 0) > 0) return;
+  const w = acquireWorker(permissions);
+  w.worker.postMessage({ type: "warm", module, dagId });
+  releaseWorker(w, true);
+}
+
+/** Gives a Worker back: kept for the next attempt while a scope is open, else terminated. */
+export function releaseWorker(w: SandboxWorker, reusable: boolean): void {
+  w.onMessage = undefined;
+  w.onError = undefined;
+  if (!reusable || w.broken || scopes === 0) {
+    w.worker.terminate();
+    return;
+  }
+  const list = idle.get(w.key) ?? [];
+  list.push(w);
+  idle.set(w.key, list);
+}

@@ -1,0 +1,184 @@
+/**
+ * Runs one task body in a sandbox Worker, for the attempt runner: the body's `ctx` crosses as
+ * data, logs and counts come back by message into the real `ctx`, and the outcome is returned
+ * (or thrown) as if the body had run here. A denied access becomes a `SandboxDeniedError` naming
+ * the task and the capability.
+ *
+ * @module
+ */
+import type { ResolvedTask, TaskContext } from "../dag.ts";
+import { Dataset, isDatasetRef, workspaceTransfer } from "../dataset.ts";
+import { FatalTaskError, RescheduleTask, SkipTask } from "../errors.ts";
+import { markPrivacySafe } from "../privacy/privacy_safe.ts";
+import { SandboxDeniedError } from "./denial.ts";
+import { sandboxPermissions } from "./permissions.ts";
+import { acquireWorker, prewarmWorker, releaseWorker } from "./pool.ts";
+import type { SandboxErrorData, SandboxJob } from "./protocol.ts";
+
+/** Workspaces (runs) whose sandboxes were warmed up. */
+const warmed = new WeakSet<object>();
+
+/**
+ * At a run's first sandboxed attempt, starts one Worker per permission set of the run's other
+ * strict tasks, so their start-up overlaps the work before them instead of adding to it.
+ */
+function prewarm(t: ResolvedTask, ctx: TaskContext): void {
+  if (warmed.has(ctx.workspace)) return;
+  warmed.add(ctx.workspace);
+  const siblings = dagTasks.get(t.module!) ?? [];
+  for (const other of siblings) {
+    if (other === t || !isSandboxed(other) || other.module !== t.module) continue;
+    try {
+      const permissions = sandboxPermissions(
+        other,
+        ctx.params as Record<string, unknown>,
+        ctx.workspace,
+      );
+      prewarmWorker(permissions, t.module!, ctx.dagId);
+    } catch { /* refused: its own attempt says why */ }
+  }
+}
+
+/** The tasks of each loaded DAG file, by module URL (for warming up). */
+const dagTasks = new Map<string, ResolvedTask[]>();
+
+/**
+ * Records a loaded DAG's tasks so that a run's first sandboxed attempt can warm up the others'.
+ *
+ * @example
+ * ```ts ignore
+ * registerSandboxedTasks([...dag.tasks.values()]);
+ * ```
+ */
+export function registerSandboxedTasks(tasks: readonly ResolvedTask[]): void {
+  const module = tasks.find((t) => t.module)?.module;
+  if (!module) return;
+  dagTasks.delete(module);
+  dagTasks.set(module, [...tasks]);
+  // The scheduler reloads changed files under new URLs: keep the most recent ones only.
+  if (dagTasks.size > 512) dagTasks.delete(dagTasks.keys().next().value!);
+}
+
+/** True when task `t` runs in a sandbox Worker. */
+export function isSandboxed(t: ResolvedTask): boolean {
+  return t.sandbox?.mode === "strict";
+}
+
+function thrownFrom(t: ResolvedTask, e: SandboxErrorData): Error {
+  if (e.denied) return new SandboxDeniedError(t.id, t.zone, e.denied);
+  if (e.reschedule) return new RescheduleTask(e.reschedule);
+  if (e.skip) return new SkipTask(e.message);
+  const error = e.permanent ? new FatalTaskError(e.message) : new Error(e.message);
+  error.name = e.name;
+  return e.safe ? markPrivacySafe(error) : error;
+}
+
+/**
+ * Runs `t`'s body in a Worker with exactly its permissions, with `ctx` as the attempt runner
+ * built it.
+ *
+ * @example
+ * ```ts ignore
+ * const value = isSandboxed(t) ? await runSandboxed(t, ctx) : await t.run(ctx);
+ * ```
+ */
+export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<unknown> {
+  if (!t.module) {
+    throw markPrivacySafe(
+      new FatalTaskError(
+        `Cannot run task "${t.id}" in its sandbox: its DAG was not loaded from a file (a sandbox Worker imports the DAG file to find the task)`,
+      ),
+    );
+  }
+  const permissions = sandboxPermissions(t, ctx.params as Record<string, unknown>, ctx.workspace);
+  const inputs = Object.fromEntries(
+    Object.entries(ctx.inputs).map(([k, v]) => [k, v instanceof Dataset ? v.ref : v]),
+  );
+  const job: SandboxJob = {
+    type: "run",
+    module: t.module,
+    dagId: ctx.dagId,
+    taskId: t.id,
+    runId: ctx.runId,
+    jobKey: ctx.jobKey,
+    dataInterval: { start: ctx.dataInterval.start, end: ctx.dataInterval.end },
+    params: ctx.params as Record<string, unknown>,
+    attempt: ctx.attempt,
+    inputs,
+    inputTags: ctx.inputTags,
+    zone: t.zone,
+    outputZone: t.outputZone,
+    workspace: workspaceTransfer(ctx.workspace, t.zone === "enclave"),
+  };
+  const w = acquireWorker(permissions);
+  prewarm(t, ctx);
+  let reusable = false;
+  try {
+    return await new Promise<unknown>((resolve, reject) => {
+      const onAbort = () => {
+        w.worker.postMessage({ type: "abort" });
+        reject(ctx.signal.reason);
+      };
+      if (ctx.signal.aborted) return onAbort();
+      ctx.signal.addEventListener("abort", onAbort, { once: true });
+      const settle = (ok: boolean, value: unknown) => {
+        ctx.signal.removeEventListener("abort", onAbort);
+        reusable = true;
+        if (ok) resolve(value);
+        else reject(value);
+      };
+      w.onMessage = (m) => {
+        switch (m.type) {
+          case "log":
+            ctx.log[m.level](m.message, m.properties);
+            break;
+          case "count":
+            ctx.count(m.operation, m.records, m.detail);
+            break;
+          case "done":
+            settle(true, isDatasetRef(m.value) ? new Dataset(m.value, ctx.workspace) : m.value);
+            break;
+          case "failed": {
+            const error = thrownFrom(t, m.error);
+            // The audit trail records what was refused: a capability and its name, no data.
+            if (error instanceof SandboxDeniedError) {
+              ctx.count("sandbox:denied", 1, {
+                capability: error.denial.kind,
+                resource: error.denial.resource,
+              });
+            }
+            settle(false, error);
+            break;
+          }
+        }
+      };
+      w.onError = (message) => {
+        reusable = false;
+        ctx.signal.removeEventListener("abort", onAbort);
+        const denied = /Requires (\w+) access to "([^"]*)"/.exec(message);
+        reject(
+          denied
+            ? new SandboxDeniedError(t.id, t.zone, { kind: denied[1]!, resource: denied[2]! })
+            : new Error(`Task "${t.id}" crashed its sandbox: ${message}`),
+        );
+      };
+      try {
+        w.worker.postMessage(job);
+      } catch (error) {
+        reusable = true;
+        ctx.signal.removeEventListener("abort", onAbort);
+        reject(
+          markPrivacySafe(
+            new FatalTaskError(
+              `Cannot pass the context of task "${t.id}" to its sandbox: ${
+                (error as Error).name
+              } (inputs and params must be plain data or datasets)`,
+            ),
+          ),
+        );
+      }
+    });
+  } finally {
+    releaseWorker(w, reusable && !ctx.signal.aborted);
+  }
+}
