@@ -260,19 +260,30 @@ export async function* postgresExtract<T>(
     signal?.addEventListener("abort", onAbort, { once: true });
     reserved = await db.sql.reserve();
     await run("BEGIN READ ONLY ISOLATION LEVEL READ COMMITTED");
+    if (signal?.aborted) throw abortError();
+    // Described before the time limit is set, and never cancelled: an error in answer to
+    // postgres.js' describe makes it send one Sync too many, and the extra ReadyForQuery would
+    // settle the next statement (the COPY) with an empty result (seen under load with a 100 ms
+    // limit). Describing only parses, so neither a limit nor a cancel has anything to stop.
+    const describing = reserved.unsafe(query, params as postgres.ParameterOrJSON<never>[]);
+    const statement = await describing.describe() as unknown as DescribedStatement;
+    const text = await bindParameters(run, db.sql, query, params, statement.types);
     await run(`SET LOCAL statement_timeout = ${timeoutMs}`);
     if (signal?.aborted) throw abortError();
-    const describing = reserved.unsafe(query, params as postgres.ParameterOrJSON<never>[]);
-    current = describing;
-    const statement = await describing.describe() as unknown as DescribedStatement;
-    current = undefined;
-    const text = await bindParameters(run, db.sql, query, params, statement.types);
     const columns = statement.columns ?? [];
     const transform = db.sql.options.transform;
     const copy = reserved.unsafe(`COPY (${text}) TO STDOUT`);
     copying = watchCopyOut(copy);
     current = copy;
     stream = await copy.readable() as unknown as Readable;
+    if (typeof (stream as { on?: unknown }).on !== "function") {
+      // The connection answered out of turn; nothing read from it can be trusted.
+      stream = undefined;
+      throw new SqlError(
+        `${action}: the server ended the COPY without its output`,
+        "COPY_NO_OUTPUT",
+      );
+    }
     // The server's error reaches `copying.error` and, while rows are read, `copyRows`; this keeps
     // a stream destroyed with it before or after reading from throwing it as uncaught.
     stream.on("error", () => {});
@@ -305,6 +316,9 @@ export async function* postgresExtract<T>(
       }
       await within(copying.done, COPY_DRAIN_MS);
     }
+    // The last CopyData of a stream nobody reads any more may have paused the socket after the
+    // kick above (or after the stream's end): resume it, or the ROLLBACK below is never answered.
+    if (stream !== undefined) kickSocket(stream);
     if (cancels.length > 0) await within(Promise.all(cancels), CANCEL_SETTLE_MS);
     if (reserved !== undefined) {
       if (!committed) await reserved.unsafe("ROLLBACK").catch(() => {});
@@ -422,7 +436,8 @@ async function bindParameters(
  * postgres.js 3.4 on a slow consumer). `_read` is the stream's own "more, please" hook.
  */
 function kickSocket(stream: Readable): void {
-  (stream as unknown as { _read(size: number): void })._read(0);
+  const read = (stream as unknown as { _read?: unknown })._read;
+  if (typeof read === "function") read.call(stream, 0);
 }
 
 /**
@@ -431,13 +446,21 @@ function kickSocket(stream: Readable): void {
  * `cancel()` send the server's cancel request, as for any running statement. Resolves (never
  * rejects) once the server has taken the request and closed its connection: `cancel()` itself
  * drops that promise, so the query's canceller is called directly when it has one.
+ *
+ * A query not yet handed to its connection (no `state`: `readable()` and `writable()` send it a
+ * tick after they are called) is left alone: postgres.js 3.4 drops such a query without freeing
+ * a reserved or transaction connection, and every later statement on it waits forever (seen as
+ * a hung ROLLBACK). The caller checks its signal once the statement returns; a COPY then running
+ * is cancelled by the early-stop path.
  */
 function cancelQuery(q: { cancel(): unknown }): Promise<void> {
   const query = q as {
+    state?: unknown;
     active?: boolean;
     canceller?: ((query: unknown) => unknown) | null;
     cancel(): unknown;
   };
+  if (!query.state) return Promise.resolve();
   query.active = true;
   const canceller = query.canceller;
   let sent: unknown;

@@ -280,6 +280,69 @@ Deno.test({
         assert.ok(Date.now() - started < 5000);
       });
 
+      await t.step(
+        "early stops, aborts and time limits at any moment never leave a connection stuck",
+        async () => {
+          // Each case ends its extract at a different point (before the COPY is sent, mid-stream,
+          // at the server's time limit); the one pooled connection must answer the next statement.
+          // A stuck connection fails the step at the deadline instead of hanging the suite.
+          const single = postgres(url, { max: 1, onnotice: () => {} });
+          const deadline = (what: string) =>
+            new Promise<never>((_, reject) => {
+              const timer = setTimeout(
+                () => reject(new Error(`the connection is stuck after ${what}`)),
+                15_000,
+              );
+              Deno.unrefTimer(timer);
+            });
+          const ended = { early: 0, aborted: 0, timedOut: 0 };
+          try {
+            for (let i = 0; i < 90; i++) {
+              const kind = i % 3;
+              const what = ["an early stop", "an abort", "a time limit"][kind]!;
+              const attempt = async () => {
+                if (kind === 0) {
+                  let seen = 0;
+                  for await (
+                    const _ of sqlExtract(
+                      single,
+                      "SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 50000) g",
+                    )
+                  ) if (++seen === 1 + (i * 37) % 3000) break;
+                  ended.early++;
+                } else if (kind === 1) {
+                  const controller = new AbortController();
+                  const timer = setTimeout(() => controller.abort(), i % 12);
+                  const err = await rejects(drain(sqlExtract(
+                    single,
+                    "SELECT g FROM generate_series(1, 300000) g",
+                    [],
+                    { signal: controller.signal },
+                  ))).finally(() => clearTimeout(timer));
+                  assert.equal(err.code, "ABORTED", err.message);
+                  ended.aborted++;
+                } else {
+                  const err = await rejects(drain(sqlExtract(
+                    single,
+                    "SELECT pg_sleep(1)",
+                    [],
+                    { statementTimeout: 1 + (i % 20) },
+                  )));
+                  assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
+                  ended.timedOut++;
+                }
+                const [row] = await single`SELECT 1 AS one`;
+                assert.equal(row?.one, 1);
+              };
+              await Promise.race([attempt(), deadline(what)]);
+            }
+          } finally {
+            await single.end({ timeout: 1 });
+          }
+          assert.deepEqual(ended, { early: 30, aborted: 30, timedOut: 30 });
+        },
+      );
+
       await t.step("errors carry neither parameter values nor row values", async () => {
         const err = await rejects(drain(sqlExtract(db, "SELECT $1::int AS n", [SENTINEL])));
         assert.equal(err.code, "22P02");
