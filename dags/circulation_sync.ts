@@ -22,8 +22,10 @@ import { defineDag, task } from "carrel";
 import {
   CIRCULATION_EVENTS_TARGET,
   CirculationEvent,
+  DEFAULT_EVENT_K,
   deidentifyCirculation,
   EVERGREEN_CIRCULATION_QUERY,
+  generalizedEventClasses,
   isCredentialFree,
   privacyCheckpoint,
   schemaGate,
@@ -56,6 +58,11 @@ const Params = z.object({
   birth_year_band: z.boolean().default(false),
   /** Keep the first 3 characters of the postal code. */
   postal_prefix: z.boolean().default(false),
+  /**
+   * With a band or prefix on: the fewest different patrons a group of events sharing home
+   * library, band and prefix may hold; a smaller group fails the checkpoint, nothing is loaded.
+   */
+  k_anonymity: z.number().int().min(2).default(DEFAULT_EVENT_K),
   /** Rows per cursor fetch and per INSERT. */
   batch_size: z.number().int().min(1).max(4000).default(1000),
 }).strict();
@@ -157,6 +164,8 @@ export default defineDag<P>({
     checkpoint: privacyCheckpoint({
       after: ["gate"],
       tokenized: ["patron_token"],
+      // A published band or prefix makes home library x band x prefix a quasi-identifier.
+      quasiIdentifiers: generalizedEventClasses,
       schema: CirculationEvent,
     }),
     load: task<P>({

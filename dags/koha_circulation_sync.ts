@@ -33,7 +33,9 @@ import {
   CirculationEvent,
   circulationEventsTarget,
   ConnectionParam,
+  DEFAULT_EVENT_K,
   deidentifyKohaCirculation,
+  generalizedEventClasses,
   InstantParam,
   KOHA_CIRCULATION_QUERY,
   kohaCirculationParams,
@@ -70,6 +72,11 @@ const Params = z.object({
   birth_year_band: z.boolean().default(false),
   /** Keep the first 3 characters of the postal code. */
   postal_prefix: z.boolean().default(false),
+  /**
+   * With a band or prefix on: the fewest different patrons a group of events sharing home
+   * library, band and prefix may hold; a smaller group fails the checkpoint, nothing is loaded.
+   */
+  k_anonymity: z.number().int().min(2).default(DEFAULT_EVENT_K),
   /** Rows per INSERT. */
   batch_size: z.number().int().min(1).max(4000).default(1000),
 }).strict();
@@ -193,6 +200,8 @@ export default defineDag<P>({
     checkpoint: privacyCheckpoint({
       after: ["gate"],
       tokenized: ["patron_token"],
+      // A published band or prefix makes home library x band x prefix a quasi-identifier.
+      quasiIdentifiers: generalizedEventClasses,
       schema: CirculationEvent,
     }),
     load: task<P>({

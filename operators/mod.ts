@@ -64,9 +64,11 @@ export {
   circulationEventsDdl,
   circulationEventsTarget,
   type CirculationEventValue,
+  DEFAULT_EVENT_K,
   deidentifyCirculation,
   type DeidentifyOptions,
   EVERGREEN_CIRCULATION_QUERY,
+  generalizedEventClasses,
   postalPrefix,
 } from "./ils/circulation.ts";
 export {

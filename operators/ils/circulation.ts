@@ -58,6 +58,35 @@ export interface DeidentifyOptions {
   postalPrefix?: boolean;
 }
 
+/** The fewest patrons a group of events may hold when a band is published (default `k`). */
+export const DEFAULT_EVENT_K = 10;
+
+/**
+ * The quasi-identifier check for circulation events when the params publish a birth year band
+ * or a postal prefix: every group of events sharing home library, band and prefix must hold
+ * `k_anonymity` (default {@linkcode DEFAULT_EVENT_K}) different patrons, or the checkpoint fails
+ * (the only patron born in the 1930s at a branch would otherwise be singled out by the band).
+ * `undefined` (no check) when neither is published: the events then carry no demographic column.
+ *
+ * @example Usage
+ * ```ts
+ * import { generalizedEventClasses } from "./circulation.ts";
+ * console.log(generalizedEventClasses({ birth_year_band: true, k_anonymity: 5 })?.k); // 5
+ * console.log(generalizedEventClasses({ birth_year_band: false })); // undefined
+ * ```
+ */
+export function generalizedEventClasses(
+  params: Record<string, unknown>,
+): { columns: string[]; k: number; individual: string } | undefined {
+  if (params.birth_year_band !== true && params.postal_prefix !== true) return undefined;
+  const k = typeof params.k_anonymity === "number" ? params.k_anonymity : DEFAULT_EVENT_K;
+  return {
+    columns: ["home_ou", "birth_year_band", "postal_prefix"],
+    k,
+    individual: "patron_token",
+  };
+}
+
 /** An ISO instant from a `Date` or a parsable text, or `null`. */
 export function iso(value: unknown): string | null {
   if (value === null || value === undefined) return null;

@@ -64,8 +64,14 @@ export interface CheckpointViolation extends CheckpointFinding {
 export interface QuasiIdentifierCheck {
   /** Top-level columns whose combined values form a record's equivalence class. */
   columns: readonly string[];
-  /** Each class must hold at least `k` records. */
+  /** Each class must hold at least `k` records (or `k` individuals, with `individual`). */
   k: number;
+  /**
+   * A top-level column naming whom a record is about, such as `patron_token`. Each class must then
+   * hold `k` different values of it, not only `k` records: ten loans of one patron are one person.
+   * Use it for event-level outputs, where one individual has many records.
+   */
+  individual?: string;
 }
 
 /** Result of checking one record. */
@@ -213,6 +219,7 @@ export function createCheckpoint(options: CheckpointOptions = {}): Checkpoint {
       ...pathKeys(options.allowFields ?? []),
       ...pathKeys(tokenizedPaths),
       ...(qi?.columns ?? []),
+      ...(qi?.individual === undefined ? [] : [qi.individual]),
       ...(options.smallCells === undefined ? [] : smallCellColumns(options.smallCells)),
     ],
     isPiiKey: piiKeyMatcher(options.piiKeys ?? {}),
@@ -267,14 +274,21 @@ export function createCheckpoint(options: CheckpointOptions = {}): Checkpoint {
     }
   }
 
-  // Quasi-identifier classes, counted over the records that pass every other check.
-  const classes = new Map<string, number>();
+  // Quasi-identifier classes, counted over the records that pass every other check: records,
+  // and with `individual` the distinct individuals among them (a class's size is then theirs).
+  const classes = new Map<string, { records: number; individuals?: Set<unknown> }>();
   const qiField = qi?.columns.join("+") ?? "";
-  const smallClassFinding: CheckpointFinding | undefined = qi === undefined
-    ? undefined
-    : { check: "quasi_identifiers", field: qiField, reason: `class smaller than k=${qi.k}` };
+  const smallClassFinding: CheckpointFinding | undefined = qi === undefined ? undefined : {
+    check: "quasi_identifiers",
+    field: qiField,
+    reason: qi.individual === undefined
+      ? `class smaller than k=${qi.k}`
+      : `class of fewer than k=${qi.k} distinct ${qi.individual}`,
+  };
   const classKey = (record: Record<string, unknown>): string =>
     JSON.stringify(qi!.columns.map((column) => record[column] ?? null));
+  const classSize = (c: { records: number; individuals?: Set<unknown> }): number =>
+    c.individuals === undefined ? c.records : c.individuals.size;
 
   // Small cells: the aggregate table, kept whole (aggregates are small by nature).
   const table: CellTable | undefined = options.smallCells === undefined ? undefined : [];
@@ -379,22 +393,30 @@ export function createCheckpoint(options: CheckpointOptions = {}): Checkpoint {
       for (const finding of unique) add(finding);
       if (unique.length > 0) failedRecords++;
       else if (qi !== undefined) {
-        const key = classKey(record as Record<string, unknown>);
-        classes.set(key, (classes.get(key) ?? 0) + 1);
+        const row = record as Record<string, unknown>;
+        const key = classKey(row);
+        let found = classes.get(key);
+        if (found === undefined) {
+          found = { records: 0 };
+          if (qi.individual !== undefined) found.individuals = new Set();
+          classes.set(key, found);
+        }
+        found.records++;
+        if (qi.individual !== undefined) found.individuals!.add(row[qi.individual] ?? null);
       }
       return { ok: unique.length === 0, position, findings: unique };
     },
     inSmallClass(record: unknown): boolean {
       if (qi === undefined || !isPlainObject(record)) return false;
-      const size = classes.get(classKey(record));
-      return size !== undefined && size < qi.k;
+      const found = classes.get(classKey(record));
+      return found !== undefined && classSize(found) < qi.k;
     },
     verdict(): CheckpointVerdict {
       const all = [...counts.values()].map((v) => ({ ...v }));
       let withheld = failedRecords;
       if (qi !== undefined && smallClassFinding !== undefined) {
         let small = 0;
-        for (const size of classes.values()) if (size < qi.k) small += size;
+        for (const c of classes.values()) if (classSize(c) < qi.k) small += c.records;
         if (small > 0) all.push({ ...smallClassFinding, count: small, scope: "record" });
         withheld += small;
       }
@@ -441,6 +463,15 @@ function validateQuasiIdentifiers(qi: QuasiIdentifierCheck): void {
   }
   if (!Number.isInteger(qi.k) || qi.k < 2) {
     throw new TypeError("Checkpoint misconfigured: quasiIdentifiers.k must be an integer >= 2");
+  }
+  if (
+    qi.individual !== undefined &&
+    (typeof qi.individual !== "string" || qi.individual === "" ||
+      qi.columns.includes(qi.individual))
+  ) {
+    throw new TypeError(
+      "Checkpoint misconfigured: quasiIdentifiers.individual must be a column name not among its columns",
+    );
   }
 }
 

@@ -69,8 +69,15 @@ export interface PrivacyCheckpointOptions extends Omit<TaskOptions, "zone"> {
   onViolation?: "fail" | "quarantine";
   /** With `"quarantine"` (required there): the most records that may be withheld. */
   maxQuarantined?: QuarantineLimit;
-  /** k-anonymity of a record-level output: every class over `columns` holds `k` records or more. */
-  quasiIdentifiers?: QuasiIdentifierCheck;
+  /**
+   * k-anonymity of a record-level output: every class over `columns` holds `k` records (or `k`
+   * individuals) or more. A function of the run's params decides per run (`undefined`: no check),
+   * for outputs whose quasi-identifiers are switched on by params; its columns are then checked
+   * against the upstream schema when the attempt starts.
+   */
+  quasiIdentifiers?:
+    | QuasiIdentifierCheck
+    | ((params: Record<string, unknown>) => QuasiIdentifierCheck | undefined);
   /** An aggregate output: no published count below k, no withheld count recomputable. */
   smallCells?: SmallCellsCheck;
 }
@@ -107,6 +114,41 @@ function overLimit(limit: Limit, withheld: number, records: number): boolean {
 interface Learnt {
   knownFields: string[];
   mayBeAbsent: string[];
+  /** The paths the checked schema declares (none known without one). */
+  declared?: string[];
+}
+
+/**
+ * The quasi-identifier check of one attempt: the option itself, or what its function of the
+ * params returns, with every column checked against the declared schema (a misspelt column
+ * would put every record in one class and pass).
+ */
+function resolveQuasiIdentifiers(
+  option: PrivacyCheckpointOptions["quasiIdentifiers"],
+  ctx: TaskContext<unknown>,
+  context: Learnt | undefined,
+): QuasiIdentifierCheck | undefined {
+  if (typeof option !== "function") return option;
+  const misconfigured = (message: string) =>
+    markPrivacySafe(
+      new FatalTaskError(`Checkpoint "${ctx.taskId}" misconfigured: ${message}`),
+    );
+  const qi = option((ctx.params ?? {}) as Record<string, unknown>);
+  if (qi === undefined) return undefined;
+  try {
+    createCheckpoint({ quasiIdentifiers: qi });
+  } catch (error) {
+    throw misconfigured((error as Error).message.replace(/^Checkpoint misconfigured: /, ""));
+  }
+  const declared = context?.declared;
+  if (declared !== undefined) {
+    for (const column of [...qi.columns, ...(qi.individual === undefined ? [] : [qi.individual])]) {
+      if (!declared.includes(column)) {
+        throw misconfigured(`quasi-identifier column "${column}" is not in the checked schema`);
+      }
+    }
+  }
+  return qi;
 }
 
 /**
@@ -148,7 +190,7 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
   const limit = maxQuarantined === undefined ? undefined : parseLimit(maxQuarantined);
   // Fails at load time on bad quasi-identifier or small-cells settings.
   createCheckpoint({
-    ...(quasiIdentifiers ? { quasiIdentifiers } : {}),
+    ...(typeof quasiIdentifiers === "object" ? { quasiIdentifiers } : {}),
     ...(smallCells ? { smallCells } : {}),
   });
   const learnt = new Map<string, Learnt>();
@@ -175,8 +217,10 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
       ? "its schema"
       : `the schema of upstream ${declared.map((d) => `"${d.id}"`).join(", ")}`;
     const mayBeAbsent: string[] = [];
+    let declaredPaths: string[] | undefined;
     if (against.length > 0) {
       const known = [...new Set(against.flatMap((f) => [...f.paths.keys()]))];
+      declaredPaths = known;
       const check = (kind: string, path: string) => {
         const found = against.filter((f) => declaresPath(f, path));
         if (found.length === 0) {
@@ -193,8 +237,11 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
       };
       for (const path of tokenized ?? []) check("tokenized path", path);
       for (const path of allowFields ?? []) check("allowFields path", path);
-      for (const column of quasiIdentifiers?.columns ?? []) {
-        check("quasi-identifier column", column);
+      if (typeof quasiIdentifiers === "object") {
+        for (const column of quasiIdentifiers.columns) check("quasi-identifier column", column);
+        if (quasiIdentifiers.individual !== undefined) {
+          check("quasi-identifier individual", quasiIdentifiers.individual);
+        }
       }
       if (smallCells) {
         for (const column of [...(smallCells.by ?? []), ...smallCells.dimensions]) {
@@ -221,6 +268,7 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
     learnt.set(`${dagId}\u0000${taskId}`, {
       knownFields: [...new Set(upstreamFields.flatMap((f) => [...f.names]))],
       mayBeAbsent,
+      ...(declaredPaths === undefined ? {} : { declared: declaredPaths }),
     });
     return problems;
   }
@@ -237,13 +285,14 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
     run: async (ctx: TaskContext<unknown>) => {
       const context = learnt.get(`${ctx.dagId}\u0000${ctx.taskId}`);
       const upstreamTags = Object.values(ctx.inputTags).flat();
+      const qi = resolveQuasiIdentifiers(quasiIdentifiers, ctx, context);
       const checkpoint = createCheckpoint({
         ...(tokenized ? { tokenized } : {}),
         ...(schema ? { schema } : {}),
         ...(allowFields ? { allowFields } : {}),
         ...(detectors ? { detectors } : {}),
         ...(piiKeys ? { piiKeys } : {}),
-        ...(quasiIdentifiers ? { quasiIdentifiers } : {}),
+        ...(qi ? { quasiIdentifiers: qi } : {}),
         ...(smallCells ? { smallCells } : {}),
         knownFields: context?.knownFields ?? [],
         mayBeAbsent: context?.mayBeAbsent ?? [],
@@ -298,7 +347,7 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
         };
         let output;
         if (over) {
-          if (quasiIdentifiers) {
+          if (qi) {
             for await (const _ of passed()) {
               /* quarantine entries only */
             }

@@ -143,7 +143,7 @@ for (const backend of BACKENDS) {
       let source: string;
       const targets: string[] = [];
       const fixture = {
-        patrons: 120,
+        patrons: 1200,
         copies: 300,
         circulations: CIRCULATIONS,
         start: WINDOW.start,
@@ -194,8 +194,14 @@ for (const backend of BACKENDS) {
           env: { ...env, CARREL_DAGS_DIR: dagsDir },
         });
 
-      // 1. The whole window, with birth year bands.
-      const full = [`from=${WINDOW.start}`, `to=${WINDOW.end}`, "birth_year_band=true"];
+      // 1. The whole window, with birth year bands: every group of events sharing home library
+      // and band holds 2 patrons or more in this fixture (k_anonymity=2 passes; see 4).
+      const full = [
+        `from=${WINDOW.start}`,
+        `to=${WINDOW.end}`,
+        "birth_year_band=true",
+        "k_anonymity=2",
+      ];
       const first = await run("2026-01-05T02:00:00Z", full);
       assert.equal(first.code, 0, first.stderr);
       assert.deepEqual(states(first.stdout), {
@@ -269,7 +275,26 @@ for (const backend of BACKENDS) {
       assert.ok(day!.n > 0 && day!.n < CIRCULATIONS);
       assert.equal(synced!.n, day!.n);
 
-      // 4. A leak into a free-text field: the checkpoint blocks it, nothing is loaded.
+      // 4. Bands and postal prefixes at the default k (10 patrons per home library x band x
+      // prefix): groups this small would single patrons out, so the checkpoint fails, naming the
+      // columns and k only, and nothing is loaded.
+      const small = await run("2026-01-03T02:00:00Z", [
+        `from=${WINDOW.start}`,
+        `to=${WINDOW.end}`,
+        "birth_year_band=true",
+        "postal_prefix=true",
+        "target=warehouse3",
+      ]);
+      assert.equal(small.code, 1, small.stderr);
+      assert.equal(states(small.stdout).checkpoint, "failed");
+      assert.equal(states(small.stdout).load, "upstream_failed");
+      assert.match(
+        small.stdout + small.stderr,
+        /quasi_identifiers: home_ou\+birth_year_band\+postal_prefix: class of fewer than k=10 distinct patron_token \(\d+\)/,
+      );
+      assert.ok(!PATRON_VALUES.test(small.stdout + small.stderr), "no patron value in CLI output");
+
+      // 5. A leak into a free-text field: the checkpoint blocks it, nothing is loaded.
       const leakyDags = join(tmp.path, "leaky_dags");
       await Deno.mkdir(leakyDags);
       await Deno.writeTextFile(join(leakyDags, "leaky.ts"), LEAKY_DAG);
@@ -295,7 +320,7 @@ for (const backend of BACKENDS) {
       );
       assert.equal(table!.present, false, "the load never ran");
 
-      // 5. No patron value in any plaintext Carrel wrote, nor in the store.
+      // 6. No patron value in any plaintext Carrel wrote, nor in the store.
       for (const out of [first, again, daily]) {
         assert.ok(!PATRON_VALUES.test(out.stdout + out.stderr));
       }

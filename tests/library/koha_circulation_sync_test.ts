@@ -83,7 +83,7 @@ for (const backend of BACKENDS) {
       try {
         const conn = await connectKoha(koha.url);
         const made = await loadKohaFixture(conn, {
-          patrons: 150,
+          patrons: 1500,
           items: 400,
           checkouts: 1200,
           currentShare: 0.15,
@@ -125,6 +125,8 @@ for (const backend of BACKENDS) {
           `timezone=${ZONE}`,
           `branches=${BRANCHES}`,
           "birth_year_band=true",
+          // Every home library x band group holds 2 patrons or more in this fixture.
+          "k_anonymity=2",
         ].flatMap((p) => ["--param", p]);
 
         // 1. The load fails (unreachable warehouse): the run fails after the checkpoint.
@@ -228,6 +230,34 @@ for (const backend of BACKENDS) {
           "SELECT count(*)::int AS n FROM circulation_events",
         );
         assert.equal(counted!.n, usable.length);
+
+        // 3b. With postal prefixes too, at the default k (10 patrons per home library x band x
+        // prefix), the groups of this fixture would single patrons out: the checkpoint fails,
+        // nothing more is loaded.
+        const strictK = [
+          ...full.filter((p) => p !== "k_anonymity=2" && p !== "--param"),
+          "postal_prefix=true",
+        ];
+        const small = await run([
+          "dags",
+          "run",
+          "koha_circulation_sync",
+          "--date",
+          "2026-01-12",
+          "--json",
+          ...strictK.flatMap((p) => ["--param", p]),
+        ]);
+        assert.equal(small.code, 1, small.stderr);
+        assert.equal(byTask(small.stdout, "state").checkpoint, "failed");
+        assert.match(
+          String(byTask(small.stdout, "error").checkpoint),
+          /quasi_identifiers: home_ou\+birth_year_band\+postal_prefix: class of fewer than k=10 distinct patron_token/,
+        );
+        const [unchanged] = await query<{ n: number }>(
+          warehouse,
+          "SELECT count(*)::int AS n FROM circulation_events",
+        );
+        assert.equal(unchanged!.n, usable.length);
 
         // 4. A branch code without a library id fails the run naming the code.
         const unmapped = await run([

@@ -295,6 +295,34 @@ Deno.test("privacyCheckpoint quasiIdentifiers: passes when every class holds k o
   assert.equal((r.outputs.get("cp") as unknown[]).length, 22);
 });
 
+Deno.test("privacyCheckpoint quasiIdentifiers as a function of the params: checked only when it returns a check", async () => {
+  await using dir = await withTmpDir();
+  const tasks = (
+    quasiIdentifiers: (params: Record<string, unknown>) => typeof QI | undefined,
+  ) => ({
+    extract: task({ zone: "enclave", run: () => patrons() }),
+    gate: schemaGate({ after: ["extract"], schema: Patron }),
+    cp: privacyCheckpoint({ after: ["gate"], tokenized: ["patron_token"], quasiIdentifiers }),
+  });
+  const whenBanded = (p: Record<string, unknown>) => p.banded === true ? QI : undefined;
+  const off = await run(dir.path, tasks(whenBanded), { params: { banded: false } });
+  assert.equal(off.state, "success", JSON.stringify(off.tasks));
+  const on = await run(dir.path, tasks(whenBanded), { params: { banded: true } });
+  assert.equal(taskOf(on, "cp").state, "failed");
+  assert.match(taskOf(on, "cp").error!, /quasi_identifiers: .*class smaller than k=10 \(4\)$/);
+  // A misspelt column would put every record in one class: refused, not passed.
+  const typo = await run(
+    dir.path,
+    tasks(() => ({ columns: ["home_libary"], k: 2 })),
+    { params: {} },
+  );
+  assert.equal(taskOf(typo, "cp").state, "failed");
+  assert.equal(
+    taskOf(typo, "cp").error,
+    'Checkpoint "cp" misconfigured: quasi-identifier column "home_libary" is not in the checked schema',
+  );
+});
+
 // ---------------------------------------------------------------------------------------------
 // Fail closed on paths
 

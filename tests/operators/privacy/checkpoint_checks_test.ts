@@ -304,3 +304,43 @@ Deno.test("quasi-identifier check: a class smaller than k fails, classes of k or
   );
   assert.throws(() => createCheckpoint({ quasiIdentifiers: { columns, k: 1 } }), /k must be/);
 });
+
+Deno.test("quasi-identifier check with an individual: a class counts distinct individuals, not records", () => {
+  const columns = ["home_library", "birth_year_band"];
+  const event = (patron: string, library: string, band: string) => ({
+    patron_token: patron.repeat(64),
+    home_library: library,
+    birth_year_band: band,
+  });
+  const byRecords = createCheckpoint({ quasiIdentifiers: { columns, k: 3 } });
+  const byPatrons = createCheckpoint({
+    quasiIdentifiers: { columns, k: 3, individual: "patron_token" },
+  });
+  // Ten loans of the only patron born in the 1920s at EAST; three patrons in MAIN's 1980s class.
+  const loans = [
+    ...Array.from({ length: 10 }, () => event("a", "EAST", "1920-1929")),
+    event("b", "MAIN", "1980-1989"),
+    event("c", "MAIN", "1980-1989"),
+    event("d", "MAIN", "1980-1989"),
+    event("d", "MAIN", "1980-1989"),
+  ];
+  loans.forEach((loan, i) => {
+    byRecords.check(loan, i + 1);
+    byPatrons.check(loan, i + 1);
+  });
+  assert.ok(byRecords.verdict().passed, "ten records of one patron pass a count of records");
+  const verdict = byPatrons.verdict();
+  assert.equal(verdict.passed, false);
+  assert.equal(verdict.failedRecords, 10);
+  assert.deepEqual(
+    verdict.violations.map((v) => `${v.check}|${v.field}|${v.reason}|${v.count}`),
+    ["quasi_identifiers|home_library+birth_year_band|class of fewer than k=3 distinct patron_token|10"],
+  );
+  assert.ok(byPatrons.inSmallClass(event("a", "EAST", "1920-1929")));
+  assert.ok(!byPatrons.inSmallClass(event("d", "MAIN", "1980-1989")));
+  assert.ok(!formatCheckpointFailure(verdict).includes("a".repeat(64)));
+  assert.throws(
+    () => createCheckpoint({ quasiIdentifiers: { columns, k: 3, individual: "home_library" } }),
+    /individual must be a column name not among its columns/,
+  );
+});
