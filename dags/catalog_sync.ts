@@ -176,6 +176,8 @@ export default defineDag({
         };
         const countIn = (counts: Record<string, number>, key: string) =>
           counts[key] = (counts[key] ?? 0) + 1;
+        // Why records were set aside, by stage and defect or reason (value-free, as the report).
+        const quarantineReasons: Record<string, number> = {};
         const files = new Set<string>();
         try {
           for await (const r of readMarcFiles(input)) {
@@ -184,6 +186,7 @@ export default defineDag({
             stats.read++;
             if (!r.ok) {
               stats.quarantined++;
+              countIn(quarantineReasons, `read: ${r.defect}`);
               await report.write({
                 type: "quarantine",
                 stage: "read",
@@ -203,6 +206,7 @@ export default defineDag({
             }
             if (!converted.ok) {
               stats.quarantined++;
+              countIn(quarantineReasons, `map: ${converted.reason}`);
               await report.write({
                 type: "quarantine",
                 stage: "map",
@@ -233,6 +237,10 @@ export default defineDag({
           warnings: stats.warnings,
           idSources: stats.idSources,
         });
+        // What `runs show`, the progress line and the console count as quarantined by this task.
+        if (stats.quarantined > 0) {
+          ctx.count("parse:quarantined", stats.quarantined, { reasons: quarantineReasons });
+        }
         ctx.log.info("Read {read} records from {files} files: {quarantined} quarantined", {
           read: stats.read,
           files: stats.files,

@@ -187,6 +187,15 @@ for (const backend of BACKENDS) {
       assert.equal(summary.read, read);
       assert.equal(summary.written, good);
       assert.equal(summary.quarantined, read - good);
+      // `runs show` counts every record set aside by the task that set it aside.
+      const shown = await cli(["runs", "show", result.runId, "--json"], { cwd: tmp.path, env });
+      assert.equal(shown.code, 0, shown.stderr);
+      const byTask = Object.fromEntries(
+        (JSON.parse(shown.stdout).tasks as { taskId: string; quarantined?: number }[])
+          .map((t) => [t.taskId, t.quarantined ?? 0]),
+      );
+      assert.ok(byTask.parse! > 0, "the fixture has records the parse task sets aside");
+      assert.equal(byTask.parse! + byTask.gate! + byTask.checkpoint!, read - good);
       assert.equal(summary.files, 4);
       assert.deepEqual(summary.warnings, Object.fromEntries(Object.entries(warnings).sort()));
       assert.deepEqual(summary.id_sources, Object.fromEntries(Object.entries(idSources).sort()));
