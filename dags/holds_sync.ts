@@ -25,12 +25,12 @@ import { defineDag, FatalTaskError, markPrivacySafe, task } from "carrel";
 import {
   BranchIds,
   ConnectionParam,
-  connectionVariable,
   deidentifyEvergreenHold,
   deidentifyKohaHold,
   EVERGREEN_HOLDS_QUERY,
   HoldRequest,
   holdRequestsTarget,
+  holdRowIls,
   InstantParam,
   isMysqlUrl,
   KOHA_HOLDS_QUERY,
@@ -136,11 +136,10 @@ export default defineDag<P>({
     deidentify: task<P>({
       after: ["extract"],
       zone: "enclave",
-      // Which ILS a connection name points to is read from its variable (no network, though).
-      env: (p) => /^[a-z]+:/i.test(String(p.source)) ? [] : [connectionVariable(String(p.source))],
+      // No env and no network: which ILS the rows came from is read off the rows themselves.
       description: "Hold requests: state, times, wait days, queue bands; no notes",
       run: async (ctx) => {
-        const ils = whichIls(ctx.params);
+        let ils = ctx.params.ils === "auto" ? undefined : ctx.params.ils;
         const options = {
           timeZone: ctx.params.timezone,
           branches: ctx.params.branches,
@@ -155,6 +154,7 @@ export default defineDag<P>({
         try {
           for await (const row of upstreamRecords(ctx, "extract")) {
             position++;
+            ils ??= holdRowIls(row);
             const result = ils === "koha"
               ? deidentifyKohaHold(row, options)
               : { hold: deidentifyEvergreenHold(row) };

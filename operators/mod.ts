@@ -117,6 +117,7 @@ export {
   holdRequestsDdl,
   holdRequestsTarget,
   type HoldRequestValue,
+  holdRowIls,
   KOHA_HOLDS_QUERY,
   type KohaHoldOptions,
   type KohaHoldResult,

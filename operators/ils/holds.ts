@@ -142,6 +142,22 @@ SELECT CAST(o.reserve_id AS CHAR), CAST(o.borrowernumber AS CHAR), CAST(o.biblio
   FROM old_reserves o
  WHERE o.timestamp >= ? AND o.timestamp < ?`;
 
+/**
+ * Which ILS an extracted hold row came from: rows of {@linkcode KOHA_HOLDS_QUERY} carry Koha's
+ * `reservedate`, rows of {@linkcode EVERGREEN_HOLDS_QUERY} never do. Lets a task downstream of the
+ * extract tell them apart without reading the connection's variable (and its password).
+ *
+ * @example Usage
+ * ```ts
+ * import { holdRowIls } from "./holds.ts";
+ * console.log(holdRowIls({ hold_id: "1", reservedate: "2026-01-02" })); // "koha"
+ * console.log(holdRowIls({ hold_id: "1", request_time: new Date() })); // "evergreen"
+ * ```
+ */
+export function holdRowIls(row: Record<string, unknown>): "evergreen" | "koha" {
+  return "reservedate" in row ? "koha" : "evergreen";
+}
+
 /** The params of {@linkcode KOHA_HOLDS_QUERY} for `[from, to)` (Koha's `TIMESTAMP`s, UTC). */
 export function kohaHoldsParams(from: Date, to: Date): string[] {
   const text = (d: Date) => d.toISOString().slice(0, 19).replace("T", " ");

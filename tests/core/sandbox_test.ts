@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type DataInterval, type ResolvedDag, resolveParams } from "../../core/dag.ts";
 import { sandboxStats } from "../../core/sandbox/pool.ts";
+import { connectionVariable, resolveList } from "../../core/sandbox/capabilities.ts";
 import { loadIlsFixture } from "../../fixtures/ils.ts";
 import { PGlite } from "@electric-sql/pglite";
 import { loadDags } from "../../core/loader.ts";
@@ -390,6 +391,20 @@ Deno.test("sandbox: every task of every reference DAG runs strict", async () => 
   assert.ok(dags.size >= 6);
   for (const dag of dags.values()) {
     for (const t of dag.tasks.values()) assert.equal(t.sandbox.mode, "strict", `${dag.id}.${t.id}`);
+  }
+  // No reference task reads a connection's variable (its password) without also being the task
+  // that opens that connection: with the default params and with named connections alike.
+  for (const dag of dags.values()) {
+    for (const params of [resolveParams(dag, {}), { ...resolveParams(dag, {}), source: "ils2" }]) {
+      for (const t of dag.tasks.values()) {
+        const env = resolveList(t.sandbox.capabilities.env, params);
+        const opened = resolveList(t.sandbox.capabilities.connections, params)
+          .map((name) => /^[a-z]+:/i.test(name) ? "" : connectionVariable(name));
+        for (const variable of env.filter((v) => v.startsWith("CARREL_CONN_"))) {
+          assert.ok(opened.includes(variable), `${dag.id}.${t.id} reads ${variable}`);
+        }
+      }
+    }
   }
 });
 
