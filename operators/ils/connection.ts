@@ -9,6 +9,10 @@
  */
 import { resolve } from "node:path";
 import { maskUrl } from "../../core/privacy/secrets.ts";
+import { connectionVariable } from "../../core/sandbox/capabilities.ts";
+
+// One definition of the variable behind a connection name, shared with the sandbox.
+export { connectionVariable };
 
 export { maskUrl };
 
@@ -134,20 +138,6 @@ export function pglitePath(url: string): string | undefined {
     rest = decodeURIComponent(rest);
   } catch { /* keep as is */ }
   return resolve(rest);
-}
-
-/**
- * Returns the name of the environment variable that holds connection `name`:
- * uppercased, every character that is not a letter or digit replaced by `_`.
- *
- * @example Usage
- * ```ts
- * import { connectionVariable } from "./connection.ts";
- * console.log(connectionVariable("koha-prod")); // "CARREL_CONN_KOHA_PROD"
- * ```
- */
-export function connectionVariable(name: string): string {
-  return `CARREL_CONN_${name.toUpperCase().replace(/[^A-Z0-9]/g, "_")}`;
 }
 
 /**
