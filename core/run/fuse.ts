@@ -17,6 +17,8 @@
  * What crosses a pipe is exactly what a dataset would give back: records with JSON semantics
  * (dates as ISO strings, no `undefined` keys, copies rather than shared objects), so a fused run
  * gives byte-identical outputs to an unfused one. Nothing spills: enclave records stay in memory.
+ * A task in a strict sandbox joins a pass like any other: its Worker reaches its ends of the pipes
+ * over `MessagePort`s (see `../sandbox/stream_ports.ts`), with only its own permissions.
  *
  * When a pass breaks (a task fails, skips, stops reading early, or hands on something that is
  * not its pipe), the first task that broke it keeps its outcome; the tasks before it, which did
@@ -30,7 +32,7 @@
 import type { ResolvedDag, ResolvedTask, TaskContext } from "../dag.ts";
 import { Dataset, type DatasetWriter, type Workspace, writeEach } from "../dataset.ts";
 import { markPrivacySafe } from "../privacy/privacy_safe.ts";
-import { isSandboxed } from "../sandbox/run.ts";
+import { STREAM_OUTPUT, type StreamOutput } from "../sandbox/stream_ports.ts";
 import { type AttemptOutcome, runAttempt, type RunContext, taskContext } from "./attempt.ts";
 import { attemptOf, type TaskView } from "./decide.ts";
 
@@ -66,15 +68,15 @@ export function fusedChain(
 ): string[] {
   const chain = [id];
   let t = dag.tasks.get(id)!;
-  // A strict task runs in its own Worker: records cannot be piped to it in this process.
-  if (!streams(t) || isSandboxed(t)) return chain;
+  // A strict task's end of a pipe crosses into its Worker over a port (sandbox/stream_ports.ts).
+  if (!streams(t)) return chain;
   while (true) {
     const down = dag.downstream.get(t.id) ?? [];
     if (down.length !== 1) break;
     const next = dag.tasks.get(down[0]!)!;
     const v = view.get(next.id);
     if (
-      !readsOnce(next) || isSandboxed(next) || next.after.length !== 1 ||
+      !readsOnce(next) || next.after.length !== 1 ||
       next.zone !== t.outputZone ||
       (scope !== undefined && !scope.has(next.id)) ||
       next.triggerRule !== "all_success" || v === undefined || v.state !== "scheduled"
@@ -167,7 +169,12 @@ async function pass(request: FusedPassRequest, stages: readonly Stage[]): Promis
             options?.valueFree !== true && !output.opened
               ? Promise.resolve(output.open(name ?? "data"))
               : ctx.dataset(name, options);
-          return { ...ctx, dataset };
+          // A sandboxed task opens the pipe from its Worker, through this.
+          const stream: StreamOutput = {
+            open: (name) => output.open(name),
+            handle: output.handle,
+          };
+          return { ...ctx, dataset, [STREAM_OUTPUT]: stream };
         }
         : base,
     });

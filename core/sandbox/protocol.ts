@@ -27,6 +27,11 @@ export interface SandboxJob {
   zone: Zone;
   outputZone: Zone;
   workspace: WorkspaceTransfer;
+  /**
+   * In a fused pass: the inputs whose records stream from the task before (input id -> port to
+   * pull them from; see `stream_ports.ts`), and the port the output streams to, if it does.
+   */
+  streams?: { inputs: Record<string, MessagePort>; output?: MessagePort };
 }
 
 /** The attempt's signal aborted: the Worker aborts `ctx.signal` (and is then discarded). */

@@ -14,6 +14,14 @@ import { SandboxDeniedError } from "./denial.ts";
 import { sandboxPermissions } from "./permissions.ts";
 import { acquireWorker, prewarmWorker, releaseWorker } from "./pool.ts";
 import type { SandboxErrorData, SandboxJob } from "./protocol.ts";
+import {
+  isStreamed,
+  type Served,
+  serveInput,
+  serveOutput,
+  STREAM_OUTPUT,
+  type StreamOutput,
+} from "./stream_ports.ts";
 
 /** Workspaces (runs) whose sandboxes were warmed up. */
 const warmed = new WeakSet<object>();
@@ -94,6 +102,18 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
   const inputs = Object.fromEntries(
     Object.entries(ctx.inputs).map(([k, v]) => [k, v instanceof Dataset ? v.ref : v]),
   );
+  // In a fused pass, records stream to and from the Worker over ports instead of files.
+  const served: Served[] = [];
+  const streamedInputs: Record<string, MessagePort> = {};
+  for (const [k, v] of Object.entries(ctx.inputs)) {
+    if (!isStreamed(v)) continue;
+    const input = serveInput(v);
+    served.push(input);
+    streamedInputs[k] = input.port;
+  }
+  const streamOutput = (ctx as { [STREAM_OUTPUT]?: StreamOutput })[STREAM_OUTPUT];
+  const output = streamOutput ? serveOutput(streamOutput) : undefined;
+  if (output) served.push(output);
   const job: SandboxJob = {
     type: "run",
     module: t.module,
@@ -109,6 +129,14 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
     zone: t.zone,
     outputZone: t.outputZone,
     workspace: workspaceTransfer(ctx.workspace, t.zone === "enclave"),
+    ...(served.length > 0
+      ? {
+        streams: {
+          inputs: streamedInputs,
+          ...(output ? { output: output.port } : {}),
+        },
+      }
+      : {}),
   };
   const w = acquireWorker(permissions);
   prewarm(t, ctx);
@@ -136,7 +164,15 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
             ctx.count(m.operation, m.records, m.detail);
             break;
           case "done":
-            settle(true, isDatasetRef(m.value) ? new Dataset(m.value, ctx.workspace) : m.value);
+            // A streamed output stands for what went through the pass's pipe.
+            settle(
+              true,
+              streamOutput && isDatasetRef(m.value) && m.value.$dataset.streamed === true
+                ? streamOutput.handle
+                : isDatasetRef(m.value)
+                ? new Dataset(m.value, ctx.workspace)
+                : m.value,
+            );
             break;
           case "failed": {
             const error = thrownFrom(t, m.error);
@@ -163,7 +199,7 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
         );
       };
       try {
-        w.worker.postMessage(job);
+        w.worker.postMessage(job, served.map((s) => s.port));
       } catch (error) {
         reusable = true;
         ctx.signal.removeEventListener("abort", onAbort);
@@ -179,6 +215,7 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
       }
     });
   } finally {
+    for (const s of served) s.close();
     releaseWorker(w, reusable && !ctx.signal.aborted);
   }
 }

@@ -21,6 +21,7 @@ import { materialize } from "../run/attempt.ts";
 import { mappedBody } from "../run/mapping.ts";
 import { findDenial } from "./denial.ts";
 import type { FromSandbox, SandboxErrorData, SandboxJob, ToSandbox } from "./protocol.ts";
+import { PortDataset, portWriter } from "./stream_ports.ts";
 
 interface SandboxScope {
   onmessage: ((e: MessageEvent<ToSandbox>) => void) | null;
@@ -110,9 +111,32 @@ async function run(job: SandboxJob): Promise<void> {
     const t = await findTask(job);
     const w = job.workspace;
     const workspace = new Workspace(w.home, w.runId, w.key, undefined, w.enclaveDir);
+    const streams = job.streams;
     const inputs = Object.fromEntries(
-      Object.entries(job.inputs).map(([k, v]) => [k, revive(v, workspace)]),
+      Object.entries(job.inputs).map((
+        [k, v],
+      ) => [
+        k,
+        streams?.inputs[k] && isDatasetRef(v)
+          ? new PortDataset(v, workspace, streams.inputs[k]!)
+          : revive(v, workspace),
+      ]),
     );
+    // In a fused pass the task's first dataset that is not value-free streams to the next task.
+    let outputOpened = false;
+    const streamTo = (name: string) => {
+      outputOpened = true;
+      const path = `${job.taskId}/${name}.stream`;
+      return portWriter(streams!.output!, name, (records) => ({
+        $dataset: {
+          path,
+          records,
+          encrypted: job.outputZone === "enclave",
+          format: "jsonl",
+          streamed: true,
+        },
+      }), workspace);
+    };
     const log =
       (level: "debug" | "info" | "warn" | "error") =>
       (message: string, properties?: Record<string, unknown>) =>
@@ -133,11 +157,13 @@ async function run(job: SandboxJob): Promise<void> {
       zone: job.zone,
       workspace,
       dataset: (name = "data", opts) =>
-        workspace.create(
-          job.taskId,
-          name,
-          job.outputZone === "enclave" && opts?.valueFree !== true,
-        ),
+        streams?.output && !outputOpened && opts?.valueFree !== true
+          ? Promise.resolve(streamTo(name))
+          : workspace.create(
+            job.taskId,
+            name,
+            job.outputZone === "enclave" && opts?.valueFree !== true,
+          ),
       count: (operation, records, detail) =>
         send({ type: "count", operation, records, ...(detail ? { detail } : {}) }),
     };

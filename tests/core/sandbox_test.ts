@@ -483,3 +483,82 @@ Deno.test("sandbox: a mapped task's expansion and instances run in the Worker, d
   const peek = result.tasks.find((t) => t.taskId === "peek[0]")!;
   assert.match(peek.error ?? "", /may not read PII_HMAC_KEY/);
 });
+
+Deno.test("sandbox: strict streaming tasks fuse across their Workers, as in one process", async () => {
+  await using tmp = await withTmpDir();
+  // source -> shape (fails once at record 1,500) -> tokens (key) -> gate -> sink: every task
+  // strict, each in its own Worker; shape, tokens and gate stream.
+  const { dags, errors } = await load(
+    tmp.path,
+    `import { defineDag, task } from "carrel";
+import { schemaGate, tokenize, upstreamRecords } from "carrel/operators";
+import { z } from "zod";
+const Row = z.object({ i: z.number(), patron_token: z.string(), at: z.string() }).strict();
+export default defineDag({
+  id: "sbx_fuse",
+  schedule: null,
+  sandbox: "strict",
+  defaults: { retries: 1, retryDelay: 0 },
+  tasks: {
+    source: task({ zone: "enclave", run: async function* () {
+      for (let i = 0; i < 3000; i++) yield { i, patron: "P" + (i % 50), at: new Date(Date.UTC(2026, 0, 1, 0, 0, i)) };
+    } }),
+    shape: task({ zone: "enclave", after: ["source"], stream: true, run: async (ctx) => {
+      const out = await ctx.dataset("shaped");
+      let n = 0;
+      try {
+        for await (const r of upstreamRecords(ctx)) {
+          if (++n === 1500 && ctx.attempt === 1) throw new Error("shape failed on purpose");
+          await out.write({ i: r.i, patron_id: r.patron, at: r.at });
+        }
+      } catch (error) {
+        await out.abort();
+        throw error;
+      }
+      return await out.close();
+    } }),
+    tokens: tokenize({ after: ["shape"], fields: ["patron_id"], rename: { patron_id: "patron_token" } }),
+    gate: schemaGate({ after: ["tokens"], schema: Row }),
+    sink: task({ zone: "enclave", after: ["gate"], run: async (ctx) => {
+      const lines = [];
+      for await (const r of upstreamRecords(ctx)) lines.push(JSON.stringify(r));
+      return lines.join("\\n");
+    } }),
+  },
+});
+`,
+  );
+  assert.deepEqual(errors, []);
+  const dag = dags.get("sbx_fuse")!;
+  const before = Deno.env.get("PII_HMAC_KEY");
+  Deno.env.set("PII_HMAC_KEY", KEY);
+  try {
+    const runWith = async (fusion: boolean, home: string) =>
+      await executeRun({
+        dag,
+        interval: INTERVAL,
+        params: resolveParams(dag, {}),
+        home: join(tmp.path, home),
+        fusion,
+      });
+    const fused = await runWith(true, "fused");
+    const plain = await runWith(false, "plain");
+    assert.equal(fused.state, "success", JSON.stringify(fused.tasks));
+    assert.equal(plain.state, "success", JSON.stringify(plain.tasks));
+    const sink = fused.outputs.get("sink") as string;
+    assert.equal(sink.split("\n").length, 3000);
+    assert.equal(sink, plain.outputs.get("sink"), "byte-identical to the unfused run");
+    // shape -> tokens -> gate went through the pass in memory: their outputs were never stored.
+    for (const id of ["shape", "tokens"]) {
+      const ref = (fused.outputs.get(id) as { ref: { $dataset: { streamed?: boolean } } }).ref;
+      assert.equal(ref.$dataset.streamed, true, id);
+    }
+    const plainShape = plain.outputs.get("shape") as { ref: { $dataset: { streamed?: boolean } } };
+    assert.equal(plainShape.ref.$dataset.streamed, undefined);
+    const tries = Object.fromEntries(fused.tasks.map((t) => [t.taskId, t.attempts]));
+    assert.deepEqual(tries, { source: 1, shape: 2, tokens: 1, gate: 1, sink: 1 });
+  } finally {
+    if (before === undefined) Deno.env.delete("PII_HMAC_KEY");
+    else Deno.env.set("PII_HMAC_KEY", before);
+  }
+});
