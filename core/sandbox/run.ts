@@ -102,46 +102,47 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
   const inputs = Object.fromEntries(
     Object.entries(ctx.inputs).map(([k, v]) => [k, v instanceof Dataset ? v.ref : v]),
   );
-  // In a fused pass, records stream to and from the Worker over ports instead of files.
-  const served: Served[] = [];
-  const streamedInputs: Record<string, MessagePort> = {};
-  for (const [k, v] of Object.entries(ctx.inputs)) {
-    if (!isStreamed(v)) continue;
-    const input = serveInput(v);
-    served.push(input);
-    streamedInputs[k] = input.port;
-  }
-  const streamOutput = (ctx as { [STREAM_OUTPUT]?: StreamOutput })[STREAM_OUTPUT];
-  const output = streamOutput ? serveOutput(streamOutput) : undefined;
-  if (output) served.push(output);
-  const job: SandboxJob = {
-    type: "run",
-    module: t.module,
-    dagId: ctx.dagId,
-    taskId: t.id,
-    runId: ctx.runId,
-    jobKey: ctx.jobKey,
-    dataInterval: { start: ctx.dataInterval.start, end: ctx.dataInterval.end },
-    params: ctx.params as Record<string, unknown>,
-    attempt: ctx.attempt,
-    inputs,
-    inputTags: ctx.inputTags,
-    zone: t.zone,
-    outputZone: t.outputZone,
-    workspace: workspaceTransfer(ctx.workspace, t.zone === "enclave"),
-    ...(served.length > 0
-      ? {
-        streams: {
-          inputs: streamedInputs,
-          ...(output ? { output: output.port } : {}),
-        },
-      }
-      : {}),
-  };
   const w = acquireWorker(permissions);
-  prewarm(t, ctx);
+  // In a fused pass, records stream to and from the Worker over ports instead of files; the
+  // ports are closed (an open one keeps the process alive) and the Worker released in any case.
+  const served: Served[] = [];
   let reusable = false;
   try {
+    const streamedInputs: Record<string, MessagePort> = {};
+    for (const [k, v] of Object.entries(ctx.inputs)) {
+      if (!isStreamed(v)) continue;
+      const input = serveInput(v);
+      served.push(input);
+      streamedInputs[k] = input.port;
+    }
+    const streamOutput = (ctx as { [STREAM_OUTPUT]?: StreamOutput })[STREAM_OUTPUT];
+    const output = streamOutput ? serveOutput(streamOutput) : undefined;
+    if (output) served.push(output);
+    const job: SandboxJob = {
+      type: "run",
+      module: t.module,
+      dagId: ctx.dagId,
+      taskId: t.id,
+      runId: ctx.runId,
+      jobKey: ctx.jobKey,
+      dataInterval: { start: ctx.dataInterval.start, end: ctx.dataInterval.end },
+      params: ctx.params as Record<string, unknown>,
+      attempt: ctx.attempt,
+      inputs,
+      inputTags: ctx.inputTags,
+      zone: t.zone,
+      outputZone: t.outputZone,
+      workspace: workspaceTransfer(ctx.workspace, t.zone === "enclave"),
+      ...(served.length > 0
+        ? {
+          streams: {
+            inputs: streamedInputs,
+            ...(output ? { output: output.port } : {}),
+          },
+        }
+        : {}),
+    };
+    prewarm(t, ctx);
     return await new Promise<unknown>((resolve, reject) => {
       const onAbort = () => {
         w.worker.postMessage({ type: "abort" });
