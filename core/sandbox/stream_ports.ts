@@ -15,7 +15,7 @@ import {
   type Workspace,
   writeEach,
 } from "../dataset.ts";
-import { markPrivacySafe } from "../privacy/privacy_safe.ts";
+import { isPrivacySafe, markPrivacySafe } from "../privacy/privacy_safe.ts";
 
 /** Records per chunk sent over a port. */
 const CHUNK_RECORDS = 512;
@@ -57,8 +57,11 @@ function safeError(message: string): Error {
   return markPrivacySafe(new Error(message));
 }
 
+/** Only a message vetted as privacy-safe crosses into the Worker (it is marked safe there). */
 function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : "Cannot stream records: the stream failed";
+  return error instanceof Error && isPrivacySafe(error)
+    ? error.message
+    : "Cannot stream records: the stream failed";
 }
 
 /** True for a dataset whose records stream from a fused task and are not stored. */
