@@ -99,9 +99,7 @@ function addCount(a: Attempt, e: AuditEntry): void {
   if (isQuarantineCount(e.operation)) a.quarantined += e.recordCount ?? 0;
   // A gate's check names its reasons by field; a count of records set aside may carry its own.
   const reasons = e.detail?.invalidByFieldReason ??
-    (isQuarantineCount(e.operation) && e.operation !== "gate:quarantined"
-      ? e.detail?.reasons
-      : undefined);
+    (isQuarantineCount(e.operation) ? e.detail?.reasons : undefined);
   if (reasons && typeof reasons === "object" && e.detail?.rejected !== 0) {
     for (const [k, v] of Object.entries(reasons as Record<string, unknown>)) {
       a.quarantineReasons[k] = (a.quarantineReasons[k] ?? 0) + Number(v ?? 0);

@@ -455,7 +455,8 @@ export function createCheckpoint(options: CheckpointOptions = {}): Checkpoint {
 
 const NOT_CARRIED = "no record carries this path";
 
-function validateQuasiIdentifiers(qi: QuasiIdentifierCheck): void {
+/** Throws a `TypeError` naming the first bad setting of a quasi-identifier check. */
+export function validateQuasiIdentifiers(qi: QuasiIdentifierCheck): void {
   if (!Array.isArray(qi.columns) || qi.columns.length === 0) {
     throw new TypeError(
       "Checkpoint misconfigured: quasiIdentifiers.columns needs at least one column",

@@ -42,6 +42,7 @@ import {
   createCheckpoint,
   formatCheckpointFailure,
   type QuasiIdentifierCheck,
+  validateQuasiIdentifiers,
 } from "./checkpoint_checks.ts";
 import { formatCounts } from "./gate.ts";
 import { declaredOutputSchema } from "./output_schema.ts";
@@ -136,7 +137,7 @@ function resolveQuasiIdentifiers(
   const qi = option((ctx.params ?? {}) as Record<string, unknown>);
   if (qi === undefined) return undefined;
   try {
-    createCheckpoint({ quasiIdentifiers: qi });
+    validateQuasiIdentifiers(qi);
   } catch (error) {
     throw misconfigured((error as Error).message.replace(/^Checkpoint misconfigured: /, ""));
   }
