@@ -840,7 +840,8 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
       }
       if (!claimedAny && active.size === 0 && options.exitWhenIdle) break;
       await new Promise<void>((resolve) => {
-        if (woken) {
+        // A stop that came while claiming ends the loop now: its abort event has been fired.
+        if (woken || options.signal?.aborted) {
           woken = false;
           return resolve();
         }

@@ -717,6 +717,43 @@ export default defineDag({
   });
 
   Deno.test({
+    name:
+      `workers: a stop that comes while the worker is claiming ends it, without waiting for its poll [${backend}]`,
+    ...opts,
+    fn: async () => {
+      await using w = await world(backend);
+      const stop = new AbortController();
+      const store = w.connect();
+      let claims = 0;
+      // The stop lands while the claim is in flight: its abort event fires before the loop sleeps.
+      const claiming = Object.assign(Object.create(store), {
+        claimTask: async (owner: string, leaseMs: number) => {
+          const claim = await store.claimTask(owner, leaseMs);
+          if (++claims === 1) stop.abort();
+          return claim;
+        },
+      }) as SqlStateStore;
+      const worker = runWorker({
+        store: claiming,
+        dagsDir: w.dags,
+        home: w.home,
+        pollMs: 600_000, // a poll would outlast the test
+        signal: stop.signal,
+      });
+      let watchdog: ReturnType<typeof setTimeout> | undefined;
+      const stuck = new Promise<"stuck">((resolve) => {
+        watchdog = setTimeout(() => resolve("stuck"), 30_000);
+      });
+      try {
+        assert.equal(await Promise.race([worker, stuck]), 0, "the worker ends when stopped");
+      } finally {
+        clearTimeout(watchdog);
+      }
+      assert.equal(claims, 1);
+    },
+  });
+
+  Deno.test({
     name: `workers: tasks outside a full pool are not held up behind the pool's queue [${backend}]`,
     ...opts,
     fn: async () => {
