@@ -303,6 +303,82 @@ export interface TaskView extends TaskInstanceRecord {
   recompute?: boolean;
 }
 
+/**
+ * A run's task instances by task id, as a driver keeps them from decision to decision, that
+ * keeps up, as instances change, what every decision needs to know of the whole run: how many
+ * instances are unfinished, and which are running or waiting for a retry (or a reschedule). With
+ * it, a decision costs what it changes, not the size of the run (a 1,000-task chain is not
+ * quadratic). A plain `Map` works too: the decider then counts over every instance.
+ *
+ * @example
+ * ```ts ignore
+ * const view = new RunView(records.map((r) => [r.taskId, r]));
+ * const decision = decide({ ...input, tasks: view });
+ * for (const t of decision.transitions) view.set(t.taskId, t.next);
+ * ```
+ */
+export class RunView extends Map<string, TaskView> {
+  #unfinished = 0;
+  /** Running, up for retry or up for reschedule. */
+  readonly #active = new Set<string>();
+  /** Moves when a task id is added or removed (the ids outside a DAG are counted again). */
+  #keys = 0;
+  #stray: { dag: ResolvedDag; keys: number; ids: string[] } | undefined;
+
+  constructor(entries?: Iterable<readonly [string, TaskView]>) {
+    super();
+    if (entries) { for (const [id, v] of entries) this.set(id, v); }
+  }
+
+  override set(id: string, v: TaskView): this {
+    const prev = super.get(id);
+    if (prev) this.#count(id, prev, -1);
+    else this.#keys++;
+    this.#count(id, v, 1);
+    return super.set(id, v);
+  }
+
+  override delete(id: string): boolean {
+    const prev = super.get(id);
+    if (!prev) return false;
+    this.#count(id, prev, -1);
+    this.#keys++;
+    return super.delete(id);
+  }
+
+  override clear(): void {
+    this.#unfinished = 0;
+    this.#active.clear();
+    this.#keys++;
+    super.clear();
+  }
+
+  #count(id: string, v: TaskView, sign: 1 | -1): void {
+    if (!isFinal(v.state)) this.#unfinished += sign;
+    if (v.state === "running" || v.state === "up_for_retry" || v.state === "up_for_reschedule") {
+      if (sign > 0) this.#active.add(id);
+      else this.#active.delete(id);
+    }
+  }
+
+  /**
+   * Of the instances of `dag`'s tasks (records of tasks no longer in the DAG are ignored, as the
+   * decider ignores them): how many are unfinished, and which are running or waiting for a retry.
+   */
+  summary(dag: ResolvedDag): { unfinished: number; active: string[] } {
+    if (!this.#stray || this.#stray.dag !== dag || this.#stray.keys !== this.#keys) {
+      const ids: string[] = [];
+      for (const id of this.keys()) if (!dag.tasks.has(id)) ids.push(id);
+      this.#stray = { dag, keys: this.#keys, ids };
+    }
+    let unfinished = this.#unfinished;
+    for (const id of this.#stray.ids) if (!isFinal(super.get(id)!.state)) unfinished--;
+    const active: string[] = [];
+    for (const id of this.#active) if (dag.tasks.has(id)) active.push(id);
+    return { unfinished, active };
+  }
+}
+
 /** Why a running attempt is lost. */
 export type LostReason = "lease expired" | "owner process gone" | "worker stopped";
 
@@ -375,6 +451,12 @@ export interface DecideInput {
    * their downstream tasks are decided on too.
    */
   changed?: ReadonlySet<string>;
+  /**
+   * Local: the previous decision's {@link Decision.waiting}, passed on unchanged. With it, a
+   * decision made while every slot was taken looks at those tasks (and at what changed) instead
+   * of at every task of the run.
+   */
+  waiting?: readonly string[];
 }
 
 /** One decided change of one task instance. */
@@ -418,6 +500,11 @@ export interface Decision {
   /** The earliest due time of a retry this process waits for (local): decide again then. */
   wakeAt: Date | null;
   /**
+   * Local: tasks ready to start but for a free slot, in the order they start (pass them on as
+   * {@link DecideInput.waiting}).
+   */
+  waiting: string[];
+  /**
    * The decisions read task states other processes may change meanwhile (a join, a unit, the
    * end of the run, a resume): a worker must write them guarded by the run's version.
    */
@@ -437,7 +524,10 @@ export interface Decision {
 export function decide(input: DecideInput): Decision {
   // Mapped tasks: the DAG as expanded by the instances that exist (see mapping.ts).
   const dag = expandedDag(input.dag, input.tasks);
-  return new Decider(dag === input.dag ? input : { ...input, dag }).decide();
+  // A mapped task's expansion reorders the run: what waited for a slot is looked at again.
+  if (dag === input.dag) return new Decider(input).decide();
+  const { waiting: _reordered, ...rest } = input;
+  return new Decider({ ...rest, dag }).decide();
 }
 
 /**
@@ -496,6 +586,10 @@ class Decider {
   #stats: { running: number; unfinished: number } | undefined;
   /** The input as found: how many ran, which waited for a retry (in scope). */
   readonly #found: { running: number; retrying: string[] };
+  /** Running and retrying tasks as found, when the view keeps them ({@link RunView}). */
+  readonly #active: readonly string[] | undefined;
+  /** Local: scheduled tasks found ready that wait for a slot. */
+  #waiting: string[] = [];
   /** Tasks whose upstream became final in this decision, in the order they did. */
   #touched: string[] = [];
   readonly #random: () => number;
@@ -506,13 +600,25 @@ class Decider {
     this.#random = input.random ?? Math.random;
     let running = 0, unfinished = 0;
     const retrying: string[] = [];
-    for (const id of input.dag.order) {
-      const v = input.tasks.get(id);
-      if (!v) continue;
-      if (!isFinal(v.state)) unfinished++;
-      if (!this.#inScope(id)) continue;
+    const count = (id: string, v: TaskView) => {
+      if (!this.#inScope(id)) return;
       if (v.state === "running") running++;
       else if (v.state === "up_for_retry" || v.state === "up_for_reschedule") retrying.push(id);
+    };
+    if (input.tasks instanceof RunView) {
+      // Kept up by the view: this decision costs what it changes, not the run's size.
+      const summary = input.tasks.summary(input.dag);
+      unfinished = summary.unfinished;
+      this.#active = summary.active;
+      for (const id of summary.active) count(id, input.tasks.get(id)!);
+    } else {
+      this.#active = undefined;
+      for (const id of input.dag.order) {
+        const v = input.tasks.get(id);
+        if (!v) continue;
+        if (!isFinal(v.state)) unfinished++;
+        count(id, v);
+      }
     }
     this.#found = { running, retrying };
     this.#stats = { running, unfinished };
@@ -527,14 +633,17 @@ class Decider {
     for (const [id, reason] of this.#in.lost ?? []) this.#lose(id, reason);
     for (const [id, outcome] of this.#in.outcomes ?? []) this.#settle(id, outcome);
     if (open) this.#resume(open);
-    if (this.#in.cancelled) this.#cancel();
-    else this.#advance();
+    if (this.#in.cancelled) {
+      this.#cancel();
+      this.#waiting = [...this.#in.waiting ?? []];
+    } else this.#advance();
     this.#finish();
     return {
       transitions: this.#transitions,
       run: this.#run,
       start: this.#start,
       wakeAt: this.#wakeAt(),
+      waiting: this.#waiting,
       guarded: this.#guarded || this.#in.open !== undefined,
     };
   }
@@ -1147,14 +1256,37 @@ class Decider {
     // Which tasks can have become ready: those whose upstream changed, and due retries. Every
     // task when opening, when nothing ran (a first decision), or when slots were full (a ready
     // task may be waiting for one).
-    const full = this.#in.open !== undefined || this.#found.running === 0 ||
-      this.#found.running >= dag.maxActiveTasks;
+    // With the tasks that waited for a slot as the last decision left them (`waiting`), those
+    // and what changed are enough while something runs.
+    const hinted = this.#in.waiting !== undefined && this.#in.open === undefined &&
+      this.#found.running > 0;
+    const full = !hinted && (this.#in.open !== undefined || this.#found.running === 0 ||
+      this.#found.running >= dag.maxActiveTasks);
     const rank = rankOf(dag);
+    const byRank = (a: string, b: string) => rank.get(a)! - rank.get(b)!;
     let round: string[] = full ? [...dag.order] : [...this.#touched, ...this.#found.retrying];
     this.#touched = [];
-    while (round.length > 0) {
-      const ids = [...new Set(round)].sort((a, b) => rank.get(a)! - rank.get(b)!);
-      for (const id of ids) {
+    /** Ready tasks that waited for a slot, in rank order, not looked at yet. */
+    let carried: readonly string[] = hinted ? this.#in.waiting! : [];
+    /** What is still waiting of `carried` once the slots are taken again. */
+    let kept: readonly string[] = [];
+    const deferred: string[] = [];
+    while (round.length > 0 || carried.length > 0) {
+      const ids = [...new Set(round)].sort(byRank);
+      const inRound = carried.length > 0 ? new Set(ids) : undefined;
+      let i = 0, j = 0;
+      while (i < ids.length || j < carried.length) {
+        let id: string;
+        if (j < carried.length && (i >= ids.length || byRank(carried[j]!, ids[i]!) < 0)) {
+          if (stats.running >= dag.maxActiveTasks) {
+            // Still ready, still no slot: they keep waiting, in order, unexamined.
+            kept = carried.slice(j);
+            j = carried.length;
+            continue;
+          }
+          id = carried[j++]!;
+          if (inRound!.has(id)) continue;
+        } else id = ids[i++]!;
         const v = this.#view.get(id);
         if (!v || !this.#inScope(id)) continue;
         if (v.state === "scheduled") {
@@ -1166,7 +1298,10 @@ class Decider {
         } else if (v.state === "up_for_retry" || v.state === "up_for_reschedule") {
           if (v.nextAttemptAt && v.nextAttemptAt.getTime() > this.#in.now.getTime()) continue;
         } else continue;
-        if (stats.running >= dag.maxActiveTasks) continue;
+        if (stats.running >= dag.maxActiveTasks) {
+          if (v.state === "scheduled") deferred.push(id);
+          continue;
+        }
         const t = dag.tasks.get(id)!;
         const { patch, attempt } = this.#startPatch(t, v);
         const recompute = v.recompute === true;
@@ -1189,10 +1324,18 @@ class Decider {
         });
         this.#start.push(id);
       }
+      carried = [];
       // Skips and failures propagate: what they touched is decided on next.
       round = this.#touched;
       this.#touched = [];
     }
+    // A task looked at twice (`one_success`, say, touched again) waits once.
+    const fresh = [...new Set(deferred)].sort(byRank);
+    if (fresh.length > 0 && kept.length > 0) {
+      const again = new Set(fresh);
+      kept = kept.filter((id) => !again.has(id));
+    }
+    this.#waiting = mergeSorted(fresh, kept, byRank);
   }
 
   #advanceWorkers(): void {
@@ -1300,7 +1443,11 @@ class Decider {
     if (this.#in.mode !== "local" || this.#in.cancelled) return null;
     const now = this.#in.now.getTime();
     let at: number | null = null;
-    for (const id of this.#in.dag.order) {
+    // Only a task waiting for a retry as found, or changed by this decision, can be one now.
+    const ids = this.#active
+      ? new Set([...this.#active, ...this.#view.changed()])
+      : this.#in.dag.order;
+    for (const id of ids) {
       const v = this.#view.get(id);
       if (
         !v || (v.state !== "up_for_retry" && v.state !== "up_for_reschedule") ||
@@ -1384,6 +1531,26 @@ class Overlay {
   set(id: string, v: TaskView): void {
     this.#changed.set(id, v);
   }
+  /** The ids this decision changed. */
+  changed(): IterableIterator<string> {
+    return this.#changed.keys();
+  }
+}
+
+/** Two lists sorted by `order`, merged into one. */
+function mergeSorted(
+  a: readonly string[],
+  b: readonly string[],
+  order: (x: string, y: string) => number,
+): string[] {
+  if (a.length === 0) return [...b];
+  if (b.length === 0) return [...a];
+  const out: string[] = [];
+  let i = 0, j = 0;
+  while (i < a.length && j < b.length) out.push(order(a[i]!, b[j]!) <= 0 ? a[i++]! : b[j++]!);
+  while (i < a.length) out.push(a[i++]!);
+  while (j < b.length) out.push(b[j++]!);
+  return out;
 }
 
 const RANKS = new WeakMap<ResolvedDag, Map<string, number>>();

@@ -35,6 +35,7 @@ import {
   type Decision,
   isFinal,
   type LostReason,
+  RunView,
   type TaskView,
   toBatch,
 } from "./decide.ts";
@@ -152,7 +153,7 @@ export async function executeRun(options: ExecuteOptions): Promise<RunResult> {
         startedAt: null,
         keyVersion: options.keyVersion ?? null,
       },
-      view: new Map(plan.tasks.map((t) => [t.taskId, instanceRecord(t)])),
+      view: new RunView(plan.tasks.map((t) => [t.taskId, instanceRecord(t)])),
       created: true,
       lost: new Map(),
       version: 0,
@@ -366,8 +367,7 @@ async function openLocal(
     }
     takeover = expired ? "lease expired" : "owner process gone";
   }
-  const view = new Map<string, TaskView>();
-  for (const t of snapshot.tasks) view.set(t.taskId, t);
+  const view = new RunView(snapshot.tasks.map((t) => [t.taskId, t]));
   const lost = new Map<string, LostReason>();
   for (const t of snapshot.tasks) {
     if (t.leaseToken !== null && !isFinal(t.state)) {
@@ -582,7 +582,9 @@ export async function drive(options: DriveOptions): Promise<Driven> {
     check();
   };
 
-  const released = new Set<string>();
+  /** Encrypted datasets to delete once read (see releaseConsumed): only those are looked at. */
+  const released: Releases = { held: new Set(), done: new Set() };
+  for (const [id, out] of outputs) if (isEncrypted(out)) released.held.add(id);
   let decision: Decision = options.first;
   /** The outcomes the current decision was made on. */
   let decided = new Map<string, AttemptOutcome>();
@@ -594,8 +596,12 @@ export async function drive(options: DriveOptions): Promise<Driven> {
       for (const t of decision.transitions) {
         view.set(t.taskId, t.next);
         const outcome = decided.get(t.taskId);
-        if (t.to === "success" && outcome?.kind === "success") outputs.set(t.taskId, outcome.value);
-        else if (t.to === "skipped") outputs.set(t.taskId, null);
+        if (t.to === "success" && outcome?.kind === "success") {
+          outputs.set(t.taskId, outcome.value);
+          if (isEncrypted(outcome.value) && !released.done.has(t.taskId)) {
+            released.held.add(t.taskId);
+          }
+        } else if (t.to === "skipped") outputs.set(t.taskId, null);
       }
       if (decision.transitions.length > 0 || decision.run) queue.push(decision);
       if (decision.run?.final) break;
@@ -644,6 +650,7 @@ export async function drive(options: DriveOptions): Promise<Driven> {
         maxOutputBytes: options.maxOutputBytes,
         since: options.since,
         outcomes: decided,
+        waiting: decision.waiting,
         ...(options.scope ? { scope: options.scope } : {}),
         ...(options.signal?.aborted ? { cancelled: true } : {}),
       });
@@ -727,6 +734,16 @@ export async function drive(options: DriveOptions): Promise<Driven> {
   }
 }
 
+/** Encrypted datasets of a run: those still on disk (by task id), and those deleted. */
+interface Releases {
+  held: Set<string>;
+  done: Set<string>;
+}
+
+function isEncrypted(out: unknown): out is Dataset {
+  return out instanceof Dataset && out.ref.$dataset.encrypted === true;
+}
+
 /**
  * Encrypted intermediate datasets are deleted as soon as every task that reads them is final, so
  * a large run does not hold all its enclave data on disk until it ends.
@@ -736,15 +753,21 @@ async function releaseConsumed(
   view: ReadonlyMap<string, TaskView>,
   outputs: ReadonlyMap<string, unknown>,
   workspace: Workspace,
-  released: Set<string>,
+  released: Releases,
 ): Promise<void> {
-  for (const [id, out] of outputs) {
-    if (!(out instanceof Dataset) || !out.ref.$dataset.encrypted || released.has(id)) continue;
+  if (released.held.size === 0) return;
+  for (const id of [...released.held]) {
+    const out = outputs.get(id);
+    if (!isEncrypted(out)) {
+      released.held.delete(id);
+      continue;
+    }
     const readers = dag.downstream.get(id) ?? [];
     if (readers.length === 0 || !readers.every((d) => isFinal(view.get(d)?.state ?? "scheduled"))) {
       continue;
     }
-    released.add(id);
+    released.held.delete(id);
+    released.done.add(id);
     await Deno.remove(`${workspace.home}/${out.ref.$dataset.path}`).catch(() => {});
   }
 }
