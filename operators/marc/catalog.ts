@@ -475,28 +475,59 @@ export interface CatalogWriteResult {
 
 const encoder = new TextEncoder();
 
+/** Bytes gathered before a write: few large writes instead of one per record. */
+const FLUSH_BYTES = 1 << 20;
+
+/**
+ * A file written through a buffer under a temporary name, renamed into place on commit. Text is
+ * gathered as strings and encoded once per flush (one call into the runtime per megabyte, not
+ * one per record).
+ */
 class BufferedFile {
   #parts: Uint8Array[] = [];
   #size = 0;
+  #text = "";
   private constructor(readonly file: Deno.FsFile, readonly tmp: string, readonly path: string) {}
   static async open(path: string): Promise<BufferedFile> {
     const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o644 });
     return new BufferedFile(file, tmp, path);
   }
+  /** Whether enough is gathered to be worth a write (then `flush`). */
+  get full(): boolean {
+    return this.#size + this.#text.length >= FLUSH_BYTES;
+  }
+  /** Adds text or bytes (in order) without writing. */
+  add(data: string | Uint8Array): void {
+    if (typeof data === "string") {
+      this.#text += data;
+      return;
+    }
+    this.#settleText();
+    this.#parts.push(data);
+    this.#size += data.length;
+  }
   async write(data: string | Uint8Array): Promise<void> {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
+    this.add(data);
+    if (this.full) await this.flush();
+  }
+  #settleText(): void {
+    if (this.#text === "") return;
+    const bytes = encoder.encode(this.#text);
+    this.#text = "";
     this.#parts.push(bytes);
     this.#size += bytes.length;
-    if (this.#size >= 1 << 18) await this.flush();
   }
   async flush(): Promise<void> {
+    this.#settleText();
     if (this.#size === 0) return;
-    const out = new Uint8Array(this.#size);
-    let at = 0;
-    for (const p of this.#parts) {
-      out.set(p, at);
-      at += p.length;
+    const out = this.#parts.length === 1 ? this.#parts[0]! : new Uint8Array(this.#size);
+    if (out !== this.#parts[0]) {
+      let at = 0;
+      for (const p of this.#parts) {
+        out.set(p, at);
+        at += p.length;
+      }
     }
     this.#parts = [];
     this.#size = 0;
@@ -565,10 +596,11 @@ export async function writeCatalogFiles(
         });
         continue;
       }
-      await mrc.write(bytes);
-      await xml.write(toMarcXml(marc, { namespace: false }).replace(/^/gm, "  ") + "\n");
-      await jsonl.write(JSON.stringify(doc) + "\n");
+      mrc.add(bytes);
+      xml.add(toMarcXml(marc, { namespace: false, indent: "  " }) + "\n");
+      jsonl.add(JSON.stringify(doc) + "\n");
       written++;
+      for (const f of all) if (f.full) await f.flush();
     }
     await xml.write("</collection>\n");
     for (const f of all) await f.commit();

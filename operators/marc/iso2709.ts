@@ -11,6 +11,7 @@
  */
 
 import { decodeMarc8, encodeMarc8 } from "./marc8.ts";
+import { isAscii, isValidUtf8, latin1String, utf8Length, writeUtf8 } from "./utf8.ts";
 import {
   type DataField,
   isControlField,
@@ -313,7 +314,6 @@ export async function* readIso2709(
   }
 }
 
-const utf8Fatal = new TextDecoder("utf-8", { fatal: true });
 const utf8Lenient = new TextDecoder("utf-8");
 
 function decodeAscii(bytes: Uint8Array, from: number, to: number): string {
@@ -334,13 +334,7 @@ function looksLikeUtf8(data: Uint8Array): boolean {
     if (b === 0x1b) return false;
     if (b >= 0x80) high = true;
   }
-  if (!high) return false;
-  try {
-    utf8Fatal.decode(data);
-    return true;
-  } catch {
-    return false;
-  }
+  return high && isValidUtf8(data);
 }
 
 const VALID_TAG = /^[0-9A-Za-z]{3}$/;
@@ -449,18 +443,16 @@ export function parseIso2709Record(
   const normalize = opts.normalize ?? true;
 
   const decode = (from: number, to: number, tag: string): string => {
-    const slice = bytes.subarray(from, to);
     if (encoding === "utf-8") {
-      let text: string;
-      try {
-        text = utf8Fatal.decode(slice);
-      } catch {
-        text = utf8Lenient.decode(slice);
+      // Most fields are ASCII: one character per byte, nothing to validate or normalize.
+      if (isAscii(bytes, from, to)) return latin1String(bytes, from, to);
+      const text = utf8Lenient.decode(bytes.subarray(from, to));
+      if (!isValidUtf8(bytes, from, to)) {
         warn("utf8", `Record ${index} field ${tag} has invalid UTF-8 (replaced by U+FFFD)`);
       }
       return normalize && NON_ASCII.test(text) ? text.normalize("NFC") : text;
     }
-    const { text, problems } = decodeMarc8(slice, { normalize });
+    const { text, problems } = decodeMarc8(bytes.subarray(from, to), { normalize });
     for (const p of problems) warn("marc8", `Record ${index} field ${tag}: ${p}`);
     return text;
   };
@@ -693,6 +685,24 @@ function checkNoStructural(value: string, tag: string, what: string): void {
   }
 }
 
+function checkIndicators(field: DataField): void {
+  if (field.ind1.length !== 1 || field.ind2.length !== 1) {
+    throw new Error(`Cannot write MARC field ${field.tag}: indicators must be one character each`);
+  }
+}
+
+/** Checks the `k`-th subfield (0-based) of a field with `tag` before it is written. */
+function checkSubfield(tag: string, sf: Subfield, k: number): void {
+  if (sf.code.length !== 1 || sf.code.charCodeAt(0) < 0x21 || sf.code.charCodeAt(0) > 0x7e) {
+    throw new Error(
+      `Cannot write MARC field ${tag}: subfield ${
+        k + 1
+      } code must be one printable ASCII character`,
+    );
+  }
+  checkNoStructural(sf.value, tag, `subfield ${k + 1}`);
+}
+
 function encodeText(value: string, encoding: MarcEncoding): Uint8Array {
   return encoding === "utf-8" ? textEncoder.encode(value) : encodeMarc8(value);
 }
@@ -706,21 +716,12 @@ function encodeField(field: MarcField, encoding: MarcEncoding): Uint8Array {
     out[body.length] = FIELD_TERMINATOR;
     return out;
   }
-  if (field.ind1.length !== 1 || field.ind2.length !== 1) {
-    throw new Error(`Cannot write MARC field ${field.tag}: indicators must be one character each`);
-  }
+  checkIndicators(field);
   const parts: Uint8Array[] = [textEncoder.encode(field.ind1 + field.ind2)];
   let size = parts[0]!.length;
   for (let k = 0; k < field.subfields.length; k++) {
     const sf = field.subfields[k]!;
-    if (sf.code.length !== 1 || sf.code.charCodeAt(0) < 0x21 || sf.code.charCodeAt(0) > 0x7e) {
-      throw new Error(
-        `Cannot write MARC field ${field.tag}: subfield ${
-          k + 1
-        } code must be one printable ASCII character`,
-      );
-    }
-    checkNoStructural(sf.value, field.tag, `subfield ${k + 1}`);
+    checkSubfield(field.tag, sf, k);
     const head = new Uint8Array([SUBFIELD_DELIMITER, sf.code.charCodeAt(0)]);
     const body = encodeText(sf.value, encoding);
     parts.push(head, body);
@@ -736,8 +737,47 @@ function encodeField(field: MarcField, encoding: MarcEncoding): Uint8Array {
   return out;
 }
 
-function pad(n: number, width: number): string {
-  return String(n).padStart(width, "0");
+/** Writes `n` as `width` ASCII digits (zero-padded) into `out` at `at`. */
+function putDigits(out: Uint8Array, at: number, n: number, width: number): void {
+  for (let i = at + width - 1; i >= at; i--) {
+    out[i] = 0x30 + (n % 10);
+    n = Math.floor(n / 10);
+  }
+}
+
+/**
+ * The UTF-8 length of a field's body with its terminator, checking it as `encodeField` does
+ * (same checks, same order, same messages); the fast path of {@linkcode encodeIso2709}.
+ */
+function utf8FieldLength(field: MarcField): number {
+  if (isControlField(field)) {
+    checkNoStructural(field.value, field.tag, "value");
+    return utf8Length(field.value) + 1;
+  }
+  checkIndicators(field);
+  let size = utf8Length(field.ind1 + field.ind2);
+  for (let k = 0; k < field.subfields.length; k++) {
+    const sf = field.subfields[k]!;
+    checkSubfield(field.tag, sf, k);
+    size += 2 + utf8Length(sf.value);
+  }
+  return size + 1;
+}
+
+/** Writes a field checked by {@linkcode utf8FieldLength} at `at`; returns the offset after it. */
+function writeUtf8Field(field: MarcField, out: Uint8Array, at: number): number {
+  if (isControlField(field)) {
+    at = writeUtf8(field.value, out, at);
+  } else {
+    at = writeUtf8(field.ind1 + field.ind2, out, at);
+    for (const sf of field.subfields) {
+      out[at++] = SUBFIELD_DELIMITER;
+      out[at++] = sf.code.charCodeAt(0);
+      at = writeUtf8(sf.value, out, at);
+    }
+  }
+  out[at++] = FIELD_TERMINATOR;
+  return at;
 }
 
 /**
@@ -761,40 +801,72 @@ export function encodeIso2709(record: MarcRecord, opts: WriteIso2709Options = {}
       `Cannot write MARC record: leader is ${record.leader.length} characters, expected 24`,
     );
   }
+  const fields = record.fields;
+  // UTF-8 (the common case) is measured first and written once into the record's buffer;
+  // MARC-8 goes through the per-field encoder.
   const bodies: Uint8Array[] = [];
-  let directory = "";
+  const lengths: number[] = new Array(fields.length);
   let offset = 0;
-  for (const field of record.fields) {
+  for (let k = 0; k < fields.length; k++) {
+    const field = fields[k]!;
     if (!VALID_TAG.test(field.tag)) {
-      throw new Error(`Cannot write MARC record: field ${bodies.length + 1} has an invalid tag`);
+      throw new Error(`Cannot write MARC record: field ${k + 1} has an invalid tag`);
     }
-    const body = encodeField(field, encoding);
-    if (body.length > 9999) {
-      throw new Error(`Cannot write MARC field ${field.tag}: length ${body.length} exceeds 9999`);
+    let length: number;
+    if (encoding === "utf-8") length = utf8FieldLength(field);
+    else {
+      const body = encodeField(field, encoding);
+      bodies.push(body);
+      length = body.length;
+    }
+    if (length > 9999) {
+      throw new Error(`Cannot write MARC field ${field.tag}: length ${length} exceeds 9999`);
     }
     if (offset > 99999) {
       throw new Error(`Cannot write MARC field ${field.tag}: start ${offset} exceeds 99999`);
     }
-    directory += field.tag + pad(body.length, 4) + pad(offset, 5);
-    bodies.push(body);
-    offset += body.length;
+    lengths[k] = length;
+    offset += length;
   }
-  const base = LEADER_LENGTH + directory.length + 1;
+  const base = LEADER_LENGTH + fields.length * DIRECTORY_ENTRY_LENGTH + 1;
   const total = base + offset + 1;
   if (total > 99999) {
     throw new Error(`Cannot write MARC record: record length ${total} exceeds 99999`);
   }
-  const l = record.leader;
-  const leader = pad(total, 5) + l.slice(5, 9) + (encoding === "utf-8" ? "a" : " ") + "22" +
-    pad(base, 5) + l.slice(17, 20) + "4500";
   const out = new Uint8Array(total);
-  for (let i = 0; i < LEADER_LENGTH; i++) out[i] = leader.charCodeAt(i) & 0x7f;
-  for (let i = 0; i < directory.length; i++) out[LEADER_LENGTH + i] = directory.charCodeAt(i);
+  const l = record.leader;
+  putDigits(out, 0, total, 5);
+  for (let i = 5; i < 9; i++) out[i] = l.charCodeAt(i) & 0x7f;
+  out[9] = encoding === "utf-8" ? 0x61 : 0x20;
+  out[10] = 0x32;
+  out[11] = 0x32;
+  putDigits(out, 12, base, 5);
+  for (let i = 17; i < 20; i++) out[i] = l.charCodeAt(i) & 0x7f;
+  out[20] = 0x34;
+  out[21] = 0x35;
+  out[22] = 0x30;
+  out[23] = 0x30;
+  let entry = LEADER_LENGTH;
+  let start = 0;
+  for (let k = 0; k < fields.length; k++) {
+    const tag = fields[k]!.tag;
+    out[entry] = tag.charCodeAt(0);
+    out[entry + 1] = tag.charCodeAt(1);
+    out[entry + 2] = tag.charCodeAt(2);
+    putDigits(out, entry + 3, lengths[k]!, 4);
+    putDigits(out, entry + 7, start, 5);
+    entry += DIRECTORY_ENTRY_LENGTH;
+    start += lengths[k]!;
+  }
   out[base - 1] = FIELD_TERMINATOR;
   let at = base;
-  for (const b of bodies) {
-    out.set(b, at);
-    at += b.length;
+  if (encoding === "utf-8") {
+    for (const field of fields) at = writeUtf8Field(field, out, at);
+  } else {
+    for (const b of bodies) {
+      out.set(b, at);
+      at += b.length;
+    }
   }
   out[total - 1] = RECORD_TERMINATOR;
   return out;

@@ -24,6 +24,7 @@ import {
   SETS_BY_FINAL,
   TECHNIQUE1_SETS,
 } from "./marc8_tables.ts";
+import { latin1String } from "./utf8.ts";
 
 const ESC = 0x1b;
 const SUBFIELD_DELIMITER = 0x1f;
@@ -61,7 +62,6 @@ function isPlainAscii(bytes: Uint8Array): boolean {
 }
 
 const MAX_PROBLEMS = 8;
-const asciiDecoder = new TextDecoder("utf-8");
 
 /**
  * Decode MARC-8 bytes (one field, escapes reset at the start) to Unicode.
@@ -76,7 +76,7 @@ const asciiDecoder = new TextDecoder("utf-8");
  */
 export function decodeMarc8(bytes: Uint8Array, opts: Marc8DecodeOptions = {}): Marc8DecodeResult {
   const problems: string[] = [];
-  if (isPlainAscii(bytes)) return { text: asciiDecoder.decode(bytes), problems };
+  if (isPlainAscii(bytes)) return { text: latin1String(bytes, 0, bytes.length), problems };
   const report = (msg: string) => {
     if (problems.length < MAX_PROBLEMS) problems.push(msg);
     else if (problems.length === MAX_PROBLEMS) problems.push("Further MARC-8 problems omitted");

@@ -465,6 +465,21 @@ export function escapeXml(s: string, attr: boolean): string {
   return out;
 }
 
+/** XML text content that may hold line breaks, indented after each of them (see `indent`). */
+const LINE_BREAK = /[\n\r\u2028\u2029]/;
+const LINE_BREAKS = /[\n\r\u2028\u2029]/g;
+
+/** Options of {@linkcode toMarcXml}. */
+export interface MarcXmlOptions {
+  /** Declare the MARCXML namespace on the `record` element (default `true`). */
+  namespace?: boolean;
+  /**
+   * Put this before every line, as `xml.replace(/^/gm, indent)` would: before each element line
+   * and after each line break inside text content (default none).
+   */
+  indent?: string;
+}
+
 /**
  * Serialize one record as a MARCXML `record` element (with the MARCXML
  * namespace declared). Characters not allowed in XML 1.0 become U+FFFD.
@@ -475,31 +490,30 @@ export function escapeXml(s: string, attr: boolean): string {
  * toMarcXml({ leader: "00000nam a2200000   4500", fields: [{ tag: "001", value: "b1" }] });
  * ```
  */
-export function toMarcXml(record: MarcRecord, opts: { namespace?: boolean } = {}): string {
+export function toMarcXml(record: MarcRecord, opts: MarcXmlOptions = {}): string {
   const ns = opts.namespace ?? true;
-  const lines: string[] = [];
-  lines.push(ns ? `<record xmlns="${MARCXML_NAMESPACE}">` : "<record>");
-  lines.push(`  <leader>${escapeXml(record.leader, false)}</leader>`);
+  const pre = opts.indent ?? "";
+  const text = pre === "" ? (s: string) => escapeXml(s, false) : (s: string) => {
+    const escaped = escapeXml(s, false);
+    return LINE_BREAK.test(escaped) ? escaped.replace(LINE_BREAKS, (m) => m + pre) : escaped;
+  };
+  let out = ns ? `${pre}<record xmlns="${MARCXML_NAMESPACE}">` : `${pre}<record>`;
+  out += `\n${pre}  <leader>${text(record.leader)}</leader>`;
   for (const f of record.fields as MarcField[]) {
     const tag = escapeXml(f.tag, true);
     if (isControlField(f)) {
-      lines.push(`  <controlfield tag="${tag}">${escapeXml(f.value, false)}</controlfield>`);
+      out += `\n${pre}  <controlfield tag="${tag}">${text(f.value)}</controlfield>`;
       continue;
     }
-    lines.push(
-      `  <datafield tag="${tag}" ind1="${escapeXml(f.ind1, true)}" ind2="${
-        escapeXml(f.ind2, true)
-      }">`,
-    );
+    out += `\n${pre}  <datafield tag="${tag}" ind1="${escapeXml(f.ind1, true)}" ind2="${
+      escapeXml(f.ind2, true)
+    }">`;
     for (const s of f.subfields) {
-      lines.push(
-        `    <subfield code="${escapeXml(s.code, true)}">${escapeXml(s.value, false)}</subfield>`,
-      );
+      out += `\n${pre}    <subfield code="${escapeXml(s.code, true)}">${text(s.value)}</subfield>`;
     }
-    lines.push("  </datafield>");
+    out += `\n${pre}  </datafield>`;
   }
-  lines.push("</record>");
-  return lines.join("\n");
+  return out + `\n${pre}</record>`;
 }
 
 /**
@@ -518,7 +532,7 @@ export async function* writeMarcXml(
 ): AsyncGenerator<string> {
   yield `<?xml version="1.0" encoding="UTF-8"?>\n<collection xmlns="${MARCXML_NAMESPACE}">\n`;
   for await (const r of records) {
-    yield toMarcXml(r, { namespace: false }).replace(/^/gm, "  ") + "\n";
+    yield toMarcXml(r, { namespace: false, indent: "  " }) + "\n";
   }
   yield "</collection>\n";
 }
