@@ -12,7 +12,7 @@
  * @module
  */
 import { join, relative } from "node:path";
-import { carrelHome, openStore } from "../core/state/open.ts";
+import { carrelHome } from "../core/state/open.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
@@ -38,6 +38,41 @@ async function step(file: string, args: string[]): Promise<number> {
 
 /** `deno task carrel <args>` in a child process. */
 const main = (args: string[]) => step("cli/main.ts", args);
+
+/**
+ * A shared task's output as `deno task carrel runs show --json` prints it, read in a child
+ * process: this process never opens the embedded store, so it stays small while the steps run.
+ */
+async function outputOf(runId: string, taskId: string): Promise<Record<string, unknown>> {
+  const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--unstable-worker-options",
+      "--allow-all",
+      "--quiet",
+      "--config",
+      CONFIG,
+      new URL("../cli/main.ts", import.meta.url).pathname,
+      "runs",
+      "show",
+      runId,
+      "--json",
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (code !== 0) return {};
+  try {
+    const run = JSON.parse(new TextDecoder().decode(stdout)) as {
+      tasks?: { taskId: string; output?: unknown }[];
+    };
+    const output = run.tasks?.find((t) => t.taskId === taskId)?.output;
+    return typeof output === "object" && output !== null ? output as Record<string, unknown> : {};
+  } catch {
+    return {};
+  }
+}
 
 // A step of its own: create an empty embedded database (its initdb is the costliest moment of
 // any embedded database), so the run that loads into it only opens it.
@@ -154,15 +189,6 @@ const circulation = await main([
   "to=2026-01-08T00:00:00Z",
 ]);
 
-async function outputOf(runId: string, taskId: string): Promise<Record<string, unknown>> {
-  const store = await openStore();
-  try {
-    const ti = (await store.listTaskInstances(runId)).find((t) => t.taskId === taskId);
-    return (ti?.output ?? {}) as Record<string, unknown>;
-  } finally {
-    await store.close();
-  }
-}
 const runTag = date.replace(".000Z", "Z");
 const catalogSummary = catalog === 0 ? await outputOf(`catalog_sync@${runTag}`, "publish") : {};
 const loadSummary = circulation === 0 ? await outputOf(`circulation_sync@${circDate}`, "load") : {};
