@@ -16,9 +16,16 @@ import { carrelHome } from "../core/state/open.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
-/** Runs `file` (relative to the repository) with `args` in a child process; its exit code. */
-async function step(file: string, args: string[]): Promise<number> {
-  const { code } = await new Deno.Command(Deno.execPath(), {
+/**
+ * Runs `file` (relative to the repository) with `args` in a child process: its exit code, and
+ * what it printed when `stdout` is `"piped"` (else it goes to this terminal).
+ */
+async function spawnStep(
+  file: string,
+  args: string[],
+  stdout: "inherit" | "piped",
+): Promise<{ code: number; stdout: Uint8Array }> {
+  return await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--unstable-worker-options",
@@ -30,11 +37,13 @@ async function step(file: string, args: string[]): Promise<number> {
       ...args,
     ],
     stdin: "null",
-    stdout: "inherit",
+    stdout,
     stderr: "inherit",
   }).output();
-  return code;
 }
+
+/** Runs `file` with `args` in a child process; its exit code. */
+const step = async (file: string, args: string[]) => (await spawnStep(file, args, "inherit")).code;
 
 /** `deno task carrel <args>` in a child process. */
 const main = (args: string[]) => step("cli/main.ts", args);
@@ -44,24 +53,11 @@ const main = (args: string[]) => step("cli/main.ts", args);
  * process: this process never opens the embedded store, so it stays small while the steps run.
  */
 async function outputOf(runId: string, taskId: string): Promise<Record<string, unknown>> {
-  const { code, stdout } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--unstable-worker-options",
-      "--allow-all",
-      "--quiet",
-      "--config",
-      CONFIG,
-      new URL("../cli/main.ts", import.meta.url).pathname,
-      "runs",
-      "show",
-      runId,
-      "--json",
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
+  const { code, stdout } = await spawnStep(
+    "cli/main.ts",
+    ["runs", "show", runId, "--json"],
+    "piped",
+  );
   if (code !== 0) return {};
   try {
     const run = JSON.parse(new TextDecoder().decode(stdout)) as {
