@@ -476,11 +476,11 @@ export interface CatalogWriteResult {
 const encoder = new TextEncoder();
 
 /** Bytes gathered before a write: few large writes instead of one per record. */
-const FLUSH_BYTES = 1 << 20;
+const FLUSH_BYTES = 1 << 18;
 
 /**
  * A file written through a buffer under a temporary name, renamed into place on commit. Text is
- * gathered as strings and encoded once per flush (one call into the runtime per megabyte, not
+ * gathered as strings and encoded once per flush (one call into the runtime per 256 KiB, not
  * one per record).
  */
 class BufferedFile {
