@@ -351,7 +351,8 @@ export async function startRun(
 /**
  * Takes back task instances whose worker is gone (lease expired, or a dead process on this
  * host): each lost attempt counts, and is retried by its policy or fails (an enclave unit goes
- * whole). Returns the affected run ids.
+ * whole). Also ends the runs whose every task is final but whose last writer stopped before
+ * ending them. Returns the affected run ids.
  *
  * @example
  * ```ts ignore
@@ -412,8 +413,24 @@ export async function reapLost(
       }
     }
   }
+  // Runs whose last task's writer stopped before it ended them: every task is final, none leased.
+  for (const { runId, dagId } of await store.strandedRuns(STRANDED_AFTER_MS)) {
+    const dag = dags(dagId);
+    if (!dag) continue;
+    log.warn("Run {runId} has every task final but had not ended (its last worker stopped)", {
+      runId,
+    });
+    await endRun(store, views, runId, dag);
+    affected.push(runId);
+  }
   return affected;
 }
+
+/**
+ * How long a run with every task final may stay open before a reaper ends it: its last writer
+ * ends it at once, so only one that stopped in between leaves it that long.
+ */
+const STRANDED_AFTER_MS = 5_000;
 
 function stripExpired(t: TaskInstanceRecord & { expired?: boolean }): TaskInstanceRecord {
   const { expired: _expired, ...rest } = t;

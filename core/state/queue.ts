@@ -9,7 +9,7 @@
  * - {@link CONFIRM_CLAIM}: the start of a claimed attempt enters the audit trail, if still held.
  * - {@link RENEW_RUN_LEASE}, {@link RENEW_TASK_LEASES}: heartbeats that say whether they held.
  * - {@link READ_RUN}: a run and the task instances changed after a version, as one view.
- * - {@link LEASED_TASKS}: what the reaper looks at.
+ * - {@link LEASED_TASKS}, {@link STRANDED_RUNS}: what the reaper looks at.
  *
  * Every write carries its writer's lease token: a process that lost its lease writes nothing.
  *
@@ -145,6 +145,15 @@ FROM dag_runs r WHERE r.run_id = $1`;
 export const LEASED_TASKS = `
 SELECT t.*, t.lease_until < now() AS expired
 FROM task_instances t WHERE t.lease_token IS NOT NULL`;
+
+/**
+ * Worker runs whose task instances are all final but which are still open, untouched for `$1`
+ * milliseconds: the worker that made their last task final stopped before it ended them.
+ */
+export const STRANDED_RUNS = `
+SELECT r.run_id, r.dag_id FROM dag_runs r
+WHERE r.executor = 'workers' AND r.state IN ('queued', 'running') AND r.unfinished = 0
+  AND r.updated_at < now() - $1::float8 * interval '1 millisecond'`;
 
 /** The final states, as the statements that count `unfinished` take them. */
 export const FINISHED = [...FINISHED_STATES];

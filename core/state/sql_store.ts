@@ -37,6 +37,7 @@ import {
   RENEW_RUN_LEASE,
   RENEW_TASK_LEASES,
   runWriteJson,
+  STRANDED_RUNS,
   taskWriteJson,
 } from "./queue.ts";
 
@@ -604,6 +605,13 @@ export class SqlStateStore implements StateStore {
   async leasedTasks(): Promise<LeasedTask[]> {
     const rows = await this.client.query<Row>(LEASED_TASKS);
     return rows.map((r) => ({ ...toTask(r), expired: r.expired === true }));
+  }
+
+  async strandedRuns(idleMs: number): Promise<{ runId: string; dagId: string }[]> {
+    const rows = await this.client.query<{ run_id: string; dag_id: string }>(STRANDED_RUNS, [
+      idleMs,
+    ]);
+    return rows.map((r) => ({ runId: r.run_id, dagId: r.dag_id }));
   }
 
   async onReady(onReady: () => void): Promise<() => Promise<void>> {

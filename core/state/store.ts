@@ -384,6 +384,11 @@ export interface StateStore extends AsyncDisposable {
   renewTaskLeases(owner: string, tokens: readonly string[], leaseMs: number): Promise<Set<string>>;
   /** Leased task instances (held by worker attempts), with whether the lease has expired. */
   leasedTasks(): Promise<LeasedTask[]>;
+  /**
+   * Worker runs whose task instances are all final but which did not end (the worker that made
+   * the last one final stopped first), left untouched for `idleMs`.
+   */
+  strandedRuns(idleMs: number): Promise<{ runId: string; dagId: string }[]>;
   /** Calls `onReady` when task instances become claimable; returns how to stop listening. */
   onReady(onReady: () => void): Promise<() => Promise<void>>;
   /** Tries for the scheduler role: one holder per database. */

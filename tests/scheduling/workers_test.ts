@@ -718,6 +718,45 @@ export default defineDag({
 
   Deno.test({
     name:
+      `workers: a run whose last worker stopped after its last task's end is ended by the reaper [${backend}]`,
+    ...opts,
+    fn: async () => {
+      await using w = await world(backend);
+      await w.write(
+        "pair",
+        `import { defineDag, task } from ${JSON.stringify(CORE_MOD)};
+export default defineDag({
+  id: "pair",
+  schedule: null,
+  tasks: { a: task({ run: () => 1 }), b: task({ after: ["a"], triggerRule: "all_failed", run: () => 2 }) },
+});
+`,
+      );
+      const dag = await w.dag("pair");
+      const run = await startRun(w.store, dag, dayInterval(0), {}, "triggered");
+      // The state a worker leaves when it dies between its last task's end (committed) and the
+      // run's end: every task final, the run still open.
+      const strand = (ago: string) =>
+        w.store.client.exec(
+          `UPDATE task_instances SET state = CASE task_id WHEN 'a' THEN 'success' ELSE 'skipped' END,
+             lease_token = NULL, ready_at = NULL;
+           UPDATE dag_runs SET state = 'running', unfinished = 0,
+             updated_at = now() - interval '${ago}';`,
+        );
+      await strand("0 seconds");
+      // Its writer may still be about to end it: left alone for a while.
+      assert.deepEqual(await reapLost(w.store, () => dag), []);
+      assert.equal((await w.store.getRun(run.runId))?.state, "running");
+      await strand("1 minute");
+      assert.deepEqual(await reapLost(w.store, () => dag), [run.runId]);
+      // Ended by the decider's rule (a skipped leaf does not fail a run), once.
+      assert.equal((await w.store.getRun(run.runId))?.state, "success");
+      assert.deepEqual(await reapLost(w.store, () => dag), []);
+    },
+  });
+
+  Deno.test({
+    name:
       `workers: a stop that comes while the worker is claiming ends it, without waiting for its poll [${backend}]`,
     ...opts,
     fn: async () => {
