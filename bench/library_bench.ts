@@ -283,9 +283,19 @@ async function circulationRounds(
   return out;
 }
 
-async function circulationBench(quick: boolean, tmp: string): Promise<Metric[]> {
-  const n = quick ? 50_000 : 1_000_000;
-  const rounds = quick ? 1 : 2;
+/**
+ * The circulation_sync metrics (exported to run them alone). `rows` overrides the size (quick
+ * 50k, full 1M; `CARREL_BENCH_CIRCULATIONS` sets it from the environment); the 10M memory run is
+ * part of the full mode only, or of `big: true`.
+ */
+export async function circulationBench(
+  quick: boolean,
+  tmp: string,
+  options: { rows?: number; rounds?: number; big?: boolean } = {},
+): Promise<Metric[]> {
+  const fromEnv = Number(Deno.env.get("CARREL_BENCH_CIRCULATIONS") ?? "");
+  const n = options.rows ?? (fromEnv > 0 ? fromEnv : quick ? 50_000 : 1_000_000);
+  const rounds = options.rounds ?? (quick ? 1 : 2);
   const ils = await makeIls(n, tmp, "m");
   let same: Awaited<ReturnType<typeof circulationRounds>>;
   let embedded: Awaited<ReturnType<typeof circulationRounds>> | undefined;
@@ -311,7 +321,7 @@ async function circulationBench(quick: boolean, tmp: string): Promise<Metric[]> 
     target_100k_records_per_s: rate(dag) >= 100_000,
     target_0_67_of_copy_script: rate(dag) / rate(copy) >= 0.67,
   };
-  if (!quick) {
+  if (options.big ?? !quick) {
     const big = await makeIls(10_000_000, tmp, "x");
     try {
       const r10 = await runChild({
@@ -855,6 +865,25 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const quick = Deno.args.includes("--quick");
-  const metrics = await benchLibrary({ quick });
+  // `circulation [--rows N] [--rounds N] [--big]`: the circulation_sync metrics alone.
+  const flag = (name: string) => {
+    const i = Deno.args.indexOf(name);
+    return i >= 0 ? Number(Deno.args[i + 1]) : undefined;
+  };
+  let metrics: Metric[];
+  if (Deno.args.includes("circulation")) {
+    const tmp = await Deno.makeTempDir({ prefix: "carrel-library-bench-" });
+    try {
+      metrics = await circulationBench(quick, tmp, {
+        rows: flag("--rows"),
+        rounds: flag("--rounds"),
+        big: Deno.args.includes("--big"),
+      });
+    } finally {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    }
+  } else {
+    metrics = await benchLibrary({ quick });
+  }
   console.log(JSON.stringify({ metrics }, null, 2));
 }

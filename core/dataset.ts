@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { ownerId, ownerIsDead } from "./owner.ts";
 
@@ -92,6 +92,14 @@ export class Dataset implements AsyncIterable<unknown> {
     return this.workspace.read(this.ref)[Symbol.asyncIterator]();
   }
 
+  /**
+   * The records in arrays of a few hundred, in order: the same records as iterating the dataset,
+   * with one await per array instead of one per record.
+   */
+  batches(): AsyncIterable<unknown[]> {
+    return this.workspace.readBatches(this.ref);
+  }
+
   /** The stored form. */
   toJSON(): DatasetRef {
     return this.ref;
@@ -101,6 +109,13 @@ export class Dataset implements AsyncIterable<unknown> {
 /** Writes one dataset. */
 export interface DatasetWriter {
   write(record: unknown): Promise<void>;
+  /** Writes records in order, as `write` would one by one (the array is not kept). */
+  writeBatch(records: readonly unknown[]): Promise<void>;
+  /**
+   * Writes `records` records given as JSON Lines text (each line `JSON.stringify` output ending
+   * with a newline, as {@linkcode Workspace.readJsonLines} gives them), without parsing them.
+   */
+  writeJsonLines(text: string, records: number): Promise<void>;
   /** Writes every record of an iterable; returns how many. */
   writeAll(records: Iterable<unknown> | AsyncIterable<unknown>): Promise<number>;
   /** Finishes the file and returns its handle. */
@@ -170,6 +185,19 @@ export class Workspace {
     dataKeyOf = (w) => w.#dataKey;
   }
 
+  #cipherKey: Promise<CryptoKey> | undefined;
+
+  /** The data key as a WebCrypto AES-GCM key (not extractable), imported once. */
+  #cipher(): Promise<CryptoKey> {
+    return this.#cipherKey ??= crypto.subtle.importKey(
+      "raw",
+      this.#dataKey as Uint8Array<ArrayBuffer>,
+      "AES-GCM",
+      false,
+      ["encrypt", "decrypt"],
+    );
+  }
+
   /** Opens a writer for a dataset of `taskId`. */
   async create(taskId: string, name: string, encrypted: boolean): Promise<DatasetWriter> {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) {
@@ -182,7 +210,7 @@ export class Workspace {
     if (encrypted) await Deno.chmod(this.enclaveDir, 0o700);
     const path = join(dir, `${name}.jsonl${encrypted ? ".enc" : ""}`);
     const file = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
-    const key = this.#dataKey;
+    const cipher = encrypted ? await this.#cipher() : undefined;
     let open = true;
     const closeFile = () => {
       if (open) {
@@ -190,18 +218,31 @@ export class Workspace {
         file.close();
       }
     };
+    // One chunk is sealed and written while the next is filled: the encryption runs off this
+    // thread (WebCrypto), the writes stay in order.
+    let tail: Promise<void> = Promise.resolve();
     return jsonLinesWriter(
       (text) => {
         const bytes = encoder.encode(text);
-        return writeFull(file, encrypted ? sealFrame(key, bytes) : bytes);
+        const sealed = cipher ? sealFrame(cipher, bytes) : Promise.resolve(bytes);
+        const previous = tail;
+        tail = (async () => {
+          const frame = await sealed;
+          await previous;
+          await writeFull(file, frame);
+        })();
+        tail.catch(() => {});
+        return previous;
       },
-      (records) => {
+      async (records) => {
+        await tail;
         closeFile();
         return new Dataset({
           $dataset: { path: relative(this.home, path), records, encrypted, format: "jsonl" },
         }, this);
       },
       async () => {
+        await tail.catch(() => {});
         closeFile();
         await Deno.remove(path).catch(() => {});
       },
@@ -225,8 +266,8 @@ export class Workspace {
     );
   }
 
-  /** Reads a dataset kept in the state store, a few chunks at a time. */
-  async *#readStored(ref: DatasetRef): AsyncIterable<unknown> {
+  /** Reads a dataset kept in the state store, a few chunks at a time: each chunk's lines. */
+  async *#readStoredLines(ref: DatasetRef): AsyncIterable<string> {
     if (!this.chunks) {
       throw new Error(
         `Cannot read dataset ${ref.$dataset.path}: it is kept in the state store and this process does not use it for datasets (set CARREL_DATASETS=database)`,
@@ -241,13 +282,8 @@ export class Workspace {
           throw new Error(`Cannot read dataset ${ref.$dataset.path}: chunk ${seq} is missing`);
         }
         seq++;
-        const body = chunk.body;
-        let start = 0;
-        let newline: number;
-        while ((newline = body.indexOf("\n", start)) !== -1) {
-          yield JSON.parse(body.slice(start, newline));
-          start = newline + 1;
-        }
+        const cut = chunk.body.lastIndexOf("\n");
+        if (cut !== -1) yield chunk.body.slice(0, cut + 1);
       }
     }
   }
@@ -259,8 +295,29 @@ export class Workspace {
 
   /** Reads a dataset's records, streaming. */
   async *read(ref: DatasetRef): AsyncIterable<unknown> {
+    for await (const batch of this.readBatches(ref)) yield* batch;
+  }
+
+  /**
+   * Reads a dataset's records, streaming, in arrays: each chunk of the file (or the store) is
+   * parsed as one JSON array of its complete lines, which is several times faster than one
+   * `JSON.parse` per line and gives the same values.
+   */
+  async *readBatches(ref: DatasetRef): AsyncIterable<unknown[]> {
+    for await (const text of this.readJsonLines(ref)) {
+      const batch = parseLines(text, text.length - 1);
+      if (batch.length > 0) yield batch;
+    }
+  }
+
+  /**
+   * Reads a dataset as its stored text: chunks of complete JSON Lines, each line ending with a
+   * newline (decrypted when the dataset is encrypted). What {@linkcode DatasetWriter.writeJsonLines}
+   * takes, for a task that hands records on unchanged.
+   */
+  async *readJsonLines(ref: DatasetRef): AsyncIterable<string> {
     if (ref.$dataset.stored === "database") {
-      yield* this.#readStored(ref);
+      yield* this.#readStoredLines(ref);
       return;
     }
     const path = resolve(this.home, ref.$dataset.path);
@@ -278,19 +335,19 @@ export class Workspace {
     const decoder = new TextDecoder();
     let pending = "";
     try {
-      const chunks = ref.$dataset.encrypted ? openFrames(file, this.#dataKey) : plainChunks(file);
+      const chunks = ref.$dataset.encrypted
+        ? openFrames(file, await this.#cipher())
+        : plainChunks(file);
       for await (const bytes of chunks) {
         pending += decoder.decode(bytes, { stream: true });
-        let newline: number;
-        let start = 0;
-        while ((newline = pending.indexOf("\n", start)) !== -1) {
-          yield JSON.parse(pending.slice(start, newline));
-          start = newline + 1;
-        }
-        pending = pending.slice(start);
+        const cut = pending.lastIndexOf("\n");
+        if (cut === -1) continue;
+        const text = pending.slice(0, cut + 1);
+        pending = pending.slice(cut + 1);
+        yield text;
       }
       pending += decoder.decode();
-      if (pending.trim()) yield JSON.parse(pending);
+      if (pending.trim()) yield `${pending}\n`;
     } finally {
       try {
         file.close();
@@ -306,7 +363,8 @@ export class Workspace {
 }
 
 /**
- * Writes every record of `source` with `write`; returns how many.
+ * Writes every record of `source` with `write`; returns how many. A source with `batches()` (a
+ * dataset, {@linkcode batched} records) goes array by array through `writeBatch` when given.
  *
  * @example
  * ```ts
@@ -318,13 +376,199 @@ export class Workspace {
 export async function writeEach(
   write: (record: unknown) => Promise<void>,
   source: Iterable<unknown> | AsyncIterable<unknown>,
+  writeBatch?: (records: readonly unknown[]) => Promise<void>,
 ): Promise<number> {
   let n = 0;
+  if (writeBatch !== undefined && hasBatches(source)) {
+    for await (const batch of source.batches()) {
+      await writeBatch(batch);
+      n += batch.length;
+    }
+    return n;
+  }
   for await (const record of source) {
     await write(record);
     n++;
   }
   return n;
+}
+
+/** Records that can also be read an array at a time (a dataset, {@linkcode batched}). */
+export interface Batched<T> extends AsyncIterable<T> {
+  /** The same records, in the same order, in arrays. */
+  batches(): AsyncIterable<T[]>;
+}
+
+function hasBatches(value: unknown): value is Batched<unknown> {
+  return typeof value === "object" && value !== null &&
+    typeof (value as { batches?: unknown }).batches === "function";
+}
+
+/**
+ * Records produced an array at a time, readable either way: `for await` gives them one by one,
+ * `batches()` array by array (one await per array: what record-wise operators use in a fused
+ * pass). `source` is called once per reading.
+ *
+ * @example
+ * ```ts
+ * import { batched } from "./dataset.ts";
+ * const rows = batched(async function* () { yield [1, 2]; yield [3]; });
+ * for await (const batch of rows.batches()) console.log(batch.length); // 2, then 1
+ * ```
+ */
+export function batched<T>(source: () => AsyncIterable<T[]>): Batched<T> {
+  return {
+    batches: source,
+    async *[Symbol.asyncIterator]() {
+      for await (const batch of source()) yield* batch;
+    },
+  };
+}
+
+/** Records per array when {@linkcode recordBatches} groups a record-by-record source. */
+const BATCH_RECORDS = 512;
+
+/**
+ * The records of whatever an upstream task produced (an array, a dataset, any iterable), in
+ * arrays: a dataset's own batches, an array's slices, an iterable's records grouped.
+ *
+ * @example
+ * ```ts
+ * import { recordBatches } from "./dataset.ts";
+ * for await (const batch of recordBatches([{ id: 1 }, { id: 2 }])) console.log(batch.length); // 2
+ * ```
+ */
+export async function* recordBatches(
+  input: unknown,
+): AsyncIterable<Record<string, unknown>[]> {
+  if (input === null || input === undefined) return;
+  if (Array.isArray(input)) {
+    for (let i = 0; i < input.length; i += BATCH_RECORDS) {
+      yield input.slice(i, i + BATCH_RECORDS) as Record<string, unknown>[];
+    }
+    return;
+  }
+  if (hasBatches(input)) {
+    for await (const batch of input.batches()) {
+      if (batch.length > 0) yield batch as Record<string, unknown>[];
+    }
+    return;
+  }
+  let batch: Record<string, unknown>[] = [];
+  for await (const r of records(input)) {
+    batch.push(r);
+    if (batch.length >= BATCH_RECORDS) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/**
+ * A stored dataset's text, chunk by chunk, with the records in each chunk (see
+ * {@linkcode Workspace.readJsonLines}); `undefined` for anything else (an array, a streamed
+ * dataset), whose records must be read as values.
+ *
+ * @example
+ * ```ts ignore
+ * const chunks = jsonLineChunks(ctx.inputs.gate);
+ * if (chunks) for await (const { text, records } of chunks) await out.writeJsonLines(text, records);
+ * ```
+ */
+export function jsonLineChunks(
+  input: unknown,
+): AsyncIterable<{ text: string; records: number }> | undefined {
+  if (
+    !(input instanceof Dataset) || Object.getPrototypeOf(input) !== Dataset.prototype ||
+    input.ref.$dataset.streamed === true
+  ) return undefined;
+  const { workspace, ref } = input;
+  return (async function* () {
+    for await (const text of workspace.readJsonLines(ref)) {
+      let records = 0;
+      for (let at = text.indexOf("\n"); at !== -1; at = text.indexOf("\n", at + 1)) records++;
+      yield { text, records };
+    }
+  })();
+}
+
+/**
+ * JSON Lines text (each line ending with a newline) as the text of one JSON array.
+ *
+ * @example
+ * ```ts
+ * import { jsonLinesAsArray } from "./dataset.ts";
+ * jsonLinesAsArray('{"a":1}\n{"a":2}\n'); // '[{"a":1},{"a":2}]'
+ * ```
+ */
+export function jsonLinesAsArray(text: string): string {
+  return `[${text.slice(0, -1).replaceAll("\n", ",")}]`;
+}
+
+/**
+ * Parses the JSON Lines of `text` up to the newline at `cut` as one array. A dataset's lines are
+ * `JSON.stringify` output (never a raw newline inside), so joining them with commas makes one JSON
+ * array; if that fails (a line is not JSON), the lines are parsed one by one, so the error is the
+ * one that line gives.
+ */
+function parseLines(text: string, cut: number): unknown[] {
+  const lines = text.slice(0, cut);
+  try {
+    return JSON.parse(`[${lines.replaceAll("\n", ",")}]`) as unknown[];
+  } catch {
+    return lines.split("\n").map((line) => JSON.parse(line));
+  }
+}
+
+/**
+ * A record as a dataset would give it back (`JSON.parse(JSON.stringify(record))`), without the
+ * text when the record is flat: strings, finite numbers, booleans, null and dates. `undefined`
+ * when the record has no JSON form. What a fused pass hands on, so that fused and unfused runs
+ * give the same bytes.
+ *
+ * @example
+ * ```ts
+ * import { jsonRecord } from "./dataset.ts";
+ * jsonRecord({ at: new Date(0), n: -0, u: undefined }); // { at: "1970-01-01T00:00:00.000Z", n: 0 }
+ * ```
+ */
+export function jsonRecord(record: unknown): unknown {
+  if (
+    typeof record === "object" && record !== null && !Array.isArray(record) &&
+    Object.getPrototypeOf(record) === Object.prototype &&
+    typeof (record as { toJSON?: unknown }).toJSON !== "function"
+  ) {
+    const out: Record<string, unknown> = {};
+    const keys = Object.keys(record);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const v = (record as Record<string, unknown>)[key];
+      switch (typeof v) {
+        case "string":
+        case "boolean":
+          out[key] = v;
+          break;
+        case "number":
+          out[key] = Number.isFinite(v) ? (v === 0 ? 0 : v) : null;
+          break;
+        case "undefined":
+        case "function":
+        case "symbol":
+          break;
+        default:
+          if (v === null) out[key] = null;
+          else if (v instanceof Date) out[key] = v.toJSON();
+          else {
+            const text = JSON.stringify(v);
+            if (text !== undefined) out[key] = JSON.parse(text);
+          }
+      }
+    }
+    return out;
+  }
+  const text = JSON.stringify(record);
+  return text === undefined ? undefined : JSON.parse(text);
 }
 
 /**
@@ -334,7 +578,7 @@ export async function writeEach(
  */
 function jsonLinesWriter(
   flushChunk: (text: string, records: number) => Promise<void>,
-  finish: (records: number) => Dataset,
+  finish: (records: number) => Dataset | Promise<Dataset>,
   discard: () => Promise<void>,
 ): DatasetWriter {
   let buffer: string[] = [];
@@ -361,15 +605,36 @@ function jsonLinesWriter(
     records++;
     if (size >= CHUNK) await flush();
   };
+  const writeBatch = async (batch: readonly unknown[]) => {
+    for (let i = 0; i < batch.length; i++) {
+      if (closed) throw new Error(`Cannot write record ${records + 1}: the dataset is closed`);
+      const line = JSON.stringify(batch[i]);
+      if (line === undefined) throw new Error(`Cannot write record ${records + 1}: not JSON`);
+      buffer.push(line, "\n");
+      size += line.length + 1;
+      inChunk++;
+      records++;
+      if (size >= CHUNK) await flush();
+    }
+  };
   return {
     write,
-    writeAll: (source) => writeEach(write, source),
+    writeBatch,
+    writeJsonLines: async (text, n) => {
+      if (closed) throw new Error(`Cannot write record ${records + 1}: the dataset is closed`);
+      buffer.push(text);
+      size += text.length;
+      inChunk += n;
+      records += n;
+      if (size >= CHUNK) await flush();
+    },
+    writeAll: (source) => writeEach(write, source, writeBatch),
     close: async () => {
       if (!closed) {
         closed = true;
         await flush();
       }
-      return finish(records);
+      return await finish(records);
     },
     abort: async () => {
       closed = true;
@@ -449,16 +714,16 @@ async function writeFull(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   while (offset < bytes.length) offset += await file.write(bytes.subarray(offset));
 }
 
-function sealFrame(key: Uint8Array, plain: Uint8Array): Uint8Array {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv("aes-256-gcm", key, iv);
-  const body = Buffer.concat([cipher.update(plain), cipher.final()]);
-  const tag = cipher.getAuthTag();
-  const frame = new Uint8Array(4 + 12 + body.length + 16);
-  new DataView(frame.buffer).setUint32(0, body.length);
+/** One encrypted frame: body length (4 bytes), IV (12), AES-256-GCM ciphertext, tag (16). */
+async function sealFrame(key: CryptoKey, plain: Uint8Array): Promise<Uint8Array> {
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const sealed = new Uint8Array(
+    await crypto.subtle.encrypt({ name: "AES-GCM", iv }, key, plain as Uint8Array<ArrayBuffer>),
+  );
+  const frame = new Uint8Array(16 + sealed.length);
+  new DataView(frame.buffer).setUint32(0, sealed.length - 16);
   frame.set(iv, 4);
-  frame.set(body, 16);
-  frame.set(tag, 16 + body.length);
+  frame.set(sealed, 16);
   return frame;
 }
 
@@ -471,7 +736,10 @@ async function* plainChunks(file: Deno.FsFile): AsyncIterable<Uint8Array> {
   }
 }
 
-async function readExactly(file: Deno.FsFile, n: number): Promise<Uint8Array | null> {
+async function readExactly(
+  file: Deno.FsFile,
+  n: number,
+): Promise<Uint8Array<ArrayBuffer> | null> {
   const out = new Uint8Array(n);
   let offset = 0;
   while (offset < n) {
@@ -485,24 +753,31 @@ async function readExactly(file: Deno.FsFile, n: number): Promise<Uint8Array | n
   return out;
 }
 
-async function* openFrames(file: Deno.FsFile, key: Uint8Array): AsyncIterable<Uint8Array> {
-  while (true) {
+/** The plaintext of each frame; the next frame is read and decrypted while one is used. */
+async function* openFrames(file: Deno.FsFile, key: CryptoKey): AsyncIterable<Uint8Array> {
+  const next = async (): Promise<Promise<Uint8Array> | null> => {
     const header = await readExactly(file, 16);
-    if (header === null) return;
+    if (header === null) return null;
     const length = new DataView(header.buffer).getUint32(0);
     const rest = await readExactly(file, length + 16);
     if (rest === null) throw new Error("Cannot read enclave dataset: the file is truncated");
-    const decipher = createDecipheriv("aes-256-gcm", key, header.subarray(4, 16));
-    decipher.setAuthTag(rest.subarray(length));
-    try {
-      yield new Uint8Array(
-        Buffer.concat([decipher.update(rest.subarray(0, length)), decipher.final()]),
-      );
-    } catch {
+    const opened = crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: header.subarray(4, 16) },
+      key,
+      rest,
+    ).then((plain) => new Uint8Array(plain), () => {
       throw new Error(
         "Cannot read enclave dataset: it was written by another process (its key is gone) or altered",
       );
-    }
+    });
+    opened.catch(() => {});
+    return opened;
+  };
+  let current = await next();
+  while (current !== null) {
+    const following = await next();
+    yield await current;
+    current = following;
   }
 }
 

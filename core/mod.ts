@@ -46,10 +46,14 @@ export { DagError, FatalTaskError, SkipTask, UsageError } from "./errors.ts";
 export { isPrivacySafe, markPrivacySafe, PrivacySafeError } from "./privacy/privacy_safe.ts";
 export { canonicalJson, jobKey, runIdFor, sha256Hex } from "./job_key.ts";
 export {
+  type Batched,
+  batched,
   Dataset,
   type DatasetRef,
   type DatasetWriter,
   isDatasetRef,
+  jsonLineChunks,
+  recordBatches,
   records,
   Workspace,
 } from "./dataset.ts";

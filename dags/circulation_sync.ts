@@ -29,7 +29,7 @@ import {
   isCredentialFree,
   privacyCheckpoint,
   schemaGate,
-  sqlExtract,
+  sqlExtractBatches,
   sqlLoad,
   tokenize,
   upstreamRecords,
@@ -101,13 +101,17 @@ export default defineDag<P>({
         // Re-runnable: a fresh dataset each attempt, read in one read-only transaction.
         const out = await ctx.dataset("circulations");
         try {
-          await out.writeAll(
-            sqlExtract(ctx.params.source, EVERGREEN_CIRCULATION_QUERY, [from, to], {
+          const rows = sqlExtractBatches(
+            ctx.params.source,
+            EVERGREEN_CIRCULATION_QUERY,
+            [from, to],
+            {
               batchSize: ctx.params.batch_size,
               statementTimeout: "30min",
               signal: ctx.signal,
-            }),
+            },
           );
+          for await (const batch of rows) await out.writeBatch(batch);
         } catch (error) {
           await out.abort();
           throw error;
@@ -138,9 +142,9 @@ export default defineDag<P>({
         const out = await ctx.dataset("events");
         let n = 0;
         try {
-          for await (const row of upstreamRecords(ctx, "extract")) {
-            await out.write(deidentifyCirculation(row, options));
-            n++;
+          for await (const rows of upstreamRecords(ctx, "extract").batches()) {
+            await out.writeBatch(rows.map((row) => deidentifyCirculation(row, options)));
+            n += rows.length;
           }
         } catch (error) {
           await out.abort();

@@ -131,6 +131,7 @@ export {
   type PgliteDatabase,
   SqlError,
   sqlExtract,
+  sqlExtractBatches,
   type SqlExtractOptions,
   sqlLoad,
   type SqlLoadResult,

@@ -4,7 +4,16 @@
  *
  * @module
  */
-import { Dataset, type DatasetRef, isDatasetRef, records, type TaskContext } from "../core/mod.ts";
+import {
+  type Batched,
+  batched,
+  Dataset,
+  type DatasetRef,
+  isDatasetRef,
+  jsonLineChunks,
+  recordBatches,
+  type TaskContext,
+} from "../core/mod.ts";
 
 /** True when every upstream output is an in-memory array (or nothing). */
 export function inputsAreArrays(ctx: TaskContext<unknown>): boolean {
@@ -12,33 +21,40 @@ export function inputsAreArrays(ctx: TaskContext<unknown>): boolean {
 }
 
 /**
- * The records of every upstream output, in the order of `after`, as one stream.
+ * The records of every upstream output, in the order of `after`, as one stream: `for await` gives
+ * them one by one, `.batches()` array by array (fewer awaits: what record-wise operators use).
  *
  * @example
  * ```ts ignore
  * for await (const record of upstreamRecords(ctx)) console.log(Object.keys(record));
+ * for await (const batch of upstreamRecords(ctx).batches()) console.log(batch.length);
  * ```
  */
-export async function* upstreamRecords(
+export function upstreamRecords(
   ctx: TaskContext<unknown>,
   only?: string,
-): AsyncIterable<Record<string, unknown>> {
-  if (only !== undefined && !(only in ctx.inputs)) {
-    throw new Error(`Cannot read input "${only}": it is not an upstream of "${ctx.taskId}"`);
-  }
-  const entries = only === undefined
-    ? Object.entries(ctx.inputs)
-    : [[only, ctx.inputs[only]] as [string, unknown]];
-  for (const [id, value] of entries) {
-    if (isDatasetRef(value) && !(value instanceof Dataset)) {
-      throw new Error(`Cannot read input "${id}": a stored dataset reference without a workspace`);
+): Batched<Record<string, unknown>> {
+  return batched(async function* () {
+    if (only !== undefined && !(only in ctx.inputs)) {
+      throw new Error(`Cannot read input "${only}": it is not an upstream of "${ctx.taskId}"`);
     }
-    yield* records(value);
-  }
+    const entries = only === undefined
+      ? Object.entries(ctx.inputs)
+      : [[only, ctx.inputs[only]] as [string, unknown]];
+    for (const [id, value] of entries) {
+      if (isDatasetRef(value) && !(value instanceof Dataset)) {
+        throw new Error(
+          `Cannot read input "${id}": a stored dataset reference without a workspace`,
+        );
+      }
+      yield* recordBatches(value);
+    }
+  });
 }
 
 /**
- * Hands records on: an array when the inputs were arrays, else a dataset written as it streams.
+ * Hands records on: an array when the inputs were arrays, else a dataset written as it streams
+ * (array by array when `source` is {@linkcode batched}).
  */
 export async function emitRecords(
   ctx: TaskContext<unknown>,
@@ -47,12 +63,50 @@ export async function emitRecords(
 ): Promise<Record<string, unknown>[] | Dataset> {
   if (options.asArray) {
     const out: Record<string, unknown>[] = [];
-    for await (const r of source) out.push(r);
+    if ("batches" in source) {
+      for await (const batch of (source as Batched<Record<string, unknown>>).batches()) {
+        for (const r of batch) out.push(r);
+      }
+    } else for await (const r of source) out.push(r);
     return out;
   }
   const writer = await ctx.dataset(options.name ?? "data");
   try {
     await writer.writeAll(source);
+  } catch (error) {
+    await writer.abort();
+    throw error;
+  }
+  return await writer.close();
+}
+
+/**
+ * The stored text of the task's only upstream output, chunk by chunk, when that output is a stored
+ * dataset (see `jsonLineChunks` in core/dataset.ts); `undefined` otherwise.
+ */
+export function upstreamJsonLines(
+  ctx: TaskContext<unknown>,
+): AsyncIterable<{ text: string; records: number }> | undefined {
+  const inputs = Object.values(ctx.inputs);
+  return inputs.length === 1 ? jsonLineChunks(inputs[0]) : undefined;
+}
+
+/**
+ * Hands on records given as stored JSON Lines text, unparsed, in a dataset written as it streams;
+ * `onChunk` sees each chunk's record count before it is written.
+ */
+export async function emitJsonLines(
+  ctx: TaskContext<unknown>,
+  chunks: AsyncIterable<{ text: string; records: number }>,
+  name: string,
+  onChunk: (records: number) => void,
+): Promise<Dataset> {
+  const writer = await ctx.dataset(name);
+  try {
+    for await (const { text, records } of chunks) {
+      onChunk(records);
+      await writer.writeJsonLines(text, records);
+    }
   } catch (error) {
     await writer.abort();
     throw error;

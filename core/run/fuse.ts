@@ -30,9 +30,15 @@
  * @module
  */
 import type { ResolvedDag, ResolvedTask, TaskContext } from "../dag.ts";
-import { Dataset, type DatasetWriter, type Workspace, writeEach } from "../dataset.ts";
+import { Dataset, jsonLinesAsArray, jsonRecord, type Workspace, writeEach } from "../dataset.ts";
 import { markPrivacySafe } from "../privacy/privacy_safe.ts";
-import { STREAM_OUTPUT, type StreamOutput } from "../sandbox/stream_ports.ts";
+import {
+  STREAM_CHUNKS,
+  STREAM_OUTPUT,
+  type StreamChunk,
+  type StreamOutput,
+  type StreamWriter,
+} from "../sandbox/stream_ports.ts";
 import { type AttemptOutcome, runAttempt, type RunContext, taskContext } from "./attempt.ts";
 import { attemptOf, type TaskView } from "./decide.ts";
 
@@ -223,7 +229,10 @@ function brokenError(message: string): Error {
 
 /**
  * A bounded, chunked channel between two fused tasks: the writer side is the upstream's
- * `DatasetWriter`, the reader side its output handle (a `Dataset` that can be read once).
+ * `DatasetWriter`, the reader side its output handle (a `Dataset` that can be read once). A chunk
+ * is an array of records (copied as a dataset would give them back), or the JSON text of such an
+ * array when a sandbox Worker wrote it: a Worker's chunk then goes to the next Worker as text,
+ * and is parsed only where it is read, so the pass itself touches no record.
  */
 class Pipe {
   readonly handle: StreamedDataset;
@@ -233,7 +242,7 @@ class Pipe {
   /** The stage index that broke the pipe first, or -1. */
   brokenBy = -1;
   #error: Error | undefined;
-  #chunks: unknown[][] = [];
+  #chunks: StreamChunk[] = [];
   #chunk: unknown[] = [];
   #records = 0;
   #space: (() => void) | undefined;
@@ -259,18 +268,40 @@ class Pipe {
     data?.();
   }
 
-  open(name: string): DatasetWriter {
+  #add(record: unknown): void {
+    const copy = jsonRecord(record);
+    if (copy === undefined) throw brokenError(`record ${this.#records + 1} is not JSON`);
+    this.#chunk.push(copy);
+    this.#records++;
+  }
+
+  open(name: string): StreamWriter {
     this.opened = true;
     this.handle.name(name);
     const write = async (record: unknown) => {
       if (this.#error) throw this.#error;
-      this.#chunk.push(jsonCopy(record, this.#records + 1));
-      this.#records++;
+      this.#add(record);
       if (this.#chunk.length >= CHUNK_RECORDS) await this.#push();
+    };
+    const writeBatch = async (records: readonly unknown[]) => {
+      for (let i = 0; i < records.length; i++) {
+        if (this.#error) throw this.#error;
+        this.#add(records[i]);
+        if (this.#chunk.length >= CHUNK_RECORDS) await this.#push();
+      }
+    };
+    const writeJsonChunk = async (text: string, records: number) => {
+      if (this.#error) throw this.#error;
+      await this.#push();
+      this.#records += records;
+      await this.#enqueue(text);
     };
     return {
       write,
-      writeAll: (source) => writeEach(write, source),
+      writeBatch,
+      writeJsonChunk,
+      writeJsonLines: (text, records) => writeJsonChunk(jsonLinesAsArray(text), records),
+      writeAll: (source) => writeEach(write, source, writeBatch),
       close: async () => {
         if (this.#error) throw this.#error;
         if (!this.closed) {
@@ -290,26 +321,32 @@ class Pipe {
 
   async #push(): Promise<void> {
     if (this.#chunk.length === 0) return;
+    const chunk = this.#chunk;
+    this.#chunk = [];
+    await this.#enqueue(chunk);
+  }
+
+  async #enqueue(chunk: StreamChunk): Promise<void> {
     while (this.#chunks.length >= PIPE_CHUNKS && !this.#error) {
       await new Promise<void>((resolve) => this.#space = resolve);
     }
     if (this.#error) throw this.#error;
-    this.#chunks.push(this.#chunk);
-    this.#chunk = [];
+    this.#chunks.push(chunk);
     const data = this.#data;
     this.#data = undefined;
     data?.();
   }
 
-  async *read(): AsyncIterable<unknown> {
+  /** The chunks as they were written: arrays of records, or JSON text from a Worker. */
+  async *chunks(): AsyncIterable<StreamChunk> {
     while (true) {
       if (this.#error) throw this.#error;
       const chunk = this.#chunks.shift();
-      if (chunk) {
+      if (chunk !== undefined) {
         const space = this.#space;
         this.#space = undefined;
         space?.();
-        yield* chunk;
+        yield chunk;
         continue;
       }
       if (this.closed) {
@@ -317,6 +354,13 @@ class Pipe {
         return;
       }
       await new Promise<void>((resolve) => this.#data = resolve);
+    }
+  }
+
+  /** The records in arrays. */
+  async *batches(): AsyncIterable<unknown[]> {
+    for await (const chunk of this.chunks()) {
+      yield typeof chunk === "string" ? JSON.parse(chunk) as unknown[] : chunk;
     }
   }
 }
@@ -352,46 +396,36 @@ class StreamedDataset extends Dataset {
     this.ref.$dataset.records = records;
   }
 
-  override [Symbol.asyncIterator](): AsyncIterator<unknown> {
+  #once(): void {
     if (this.#read) {
       throw brokenError(
         `the output of "${this.#task}" was streamed to the task fused with it and is not stored`,
       );
     }
     this.#read = true;
-    return this.#pipe.read()[Symbol.asyncIterator]();
+  }
+
+  override [Symbol.asyncIterator](): AsyncIterator<unknown> {
+    this.#once();
+    const pipe = this.#pipe;
+    return (async function* () {
+      for await (const batch of pipe.batches()) yield* batch;
+    })()[Symbol.asyncIterator]();
+  }
+
+  override batches(): AsyncIterable<unknown[]> {
+    this.#once();
+    return this.#pipe.batches();
+  }
+
+  /** The pipe's chunks as written (for a sandbox Worker's input port). */
+  [STREAM_CHUNKS](): AsyncIterable<StreamChunk> {
+    this.#once();
+    return this.#pipe.chunks();
   }
 }
 
 function streamPath(ws: Workspace, taskId: string, name: string): string {
   const dir = ws.runDir.startsWith(ws.home) ? ws.runDir.slice(ws.home.length + 1) : ws.runDir;
   return `${dir}/${taskId}/${name}.stream`;
-}
-
-/**
- * A record as a dataset would give it back (`JSON.parse(JSON.stringify(record))`), without the
- * text when the record is flat: strings, finite numbers, booleans, null and dates.
- */
-function jsonCopy(record: unknown, position: number): unknown {
-  if (
-    typeof record === "object" && record !== null && !Array.isArray(record) &&
-    Object.getPrototypeOf(record) === Object.prototype && !("toJSON" in record)
-  ) {
-    const out: Record<string, unknown> = {};
-    for (const key in record) {
-      const v = (record as Record<string, unknown>)[key];
-      if (v === undefined || typeof v === "function" || typeof v === "symbol") continue;
-      if (typeof v === "string" || typeof v === "boolean" || v === null) out[key] = v;
-      else if (typeof v === "number") out[key] = Number.isFinite(v) ? (v === 0 ? 0 : v) : null;
-      else if (v instanceof Date) out[key] = v.toJSON();
-      else {
-        const text = JSON.stringify(v);
-        if (text !== undefined) out[key] = JSON.parse(text);
-      }
-    }
-    return out;
-  }
-  const text = JSON.stringify(record);
-  if (text === undefined) throw brokenError(`record ${position} is not JSON`);
-  return JSON.parse(text);
 }

@@ -2,9 +2,13 @@
  * Records streamed between a fused pass and the sandbox Workers of its tasks. In a fused pass
  * (`core/run/fuse.ts`) records go from task to task through in-memory pipes; a strict task runs
  * in its own Worker, so its end of a pipe crosses over a `MessagePort`: its input is pulled a
- * chunk at a time (the pull is the backpressure), its output is pushed a chunk at a time and each
- * chunk is acknowledged once the pipe took it. Records cross as structured clones, in memory,
- * never through a file; errors cross as privacy-safe messages. Not part of the public API.
+ * chunk at a time (the pull is the backpressure; the next chunk is asked for while one is read),
+ * its output is pushed a chunk at a time and each chunk is acknowledged once the pipe took it (a
+ * second chunk may be on its way meanwhile). A Worker writes a chunk as the JSON text of its
+ * records (exactly what a dataset would give back), and that text goes on, untouched, to the next
+ * Worker, which parses it: the parent moves strings, so the Workers' work runs in parallel. Records
+ * cross in memory, never through a file; errors cross as privacy-safe messages. Not part of the
+ * public API.
  *
  * @module
  */
@@ -12,6 +16,7 @@ import {
   Dataset,
   type DatasetRef,
   type DatasetWriter,
+  jsonLinesAsArray,
   type Workspace,
   writeEach,
 } from "../dataset.ts";
@@ -19,6 +24,23 @@ import { isPrivacySafe, markPrivacySafe } from "../privacy/privacy_safe.ts";
 
 /** Records per chunk sent over a port. */
 const CHUNK_RECORDS = 512;
+
+/** Chunks a Worker's output may have on their way before it waits for an acknowledgement. */
+const IN_FLIGHT = 2;
+
+/** A chunk of a fused pass: records, or the JSON text of an array of records (from a Worker). */
+export type StreamChunk = unknown[] | string;
+
+/**
+ * A pipe's writer in a fused pass: a dataset writer that also takes a chunk a Worker wrote as
+ * JSON text, `records` records long, as it is.
+ */
+export interface StreamWriter extends DatasetWriter {
+  writeJsonChunk(text: string, records: number): Promise<void>;
+}
+
+/** A streamed dataset's chunks as they were written (a Worker's input port reads them). */
+export const STREAM_CHUNKS: unique symbol = Symbol("carrel.streamChunks");
 
 /**
  * Attached to a task's context by a fused pass when the task's output streams to the next task:
@@ -29,7 +51,7 @@ export const STREAM_OUTPUT: unique symbol = Symbol("carrel.streamOutput");
 /** What {@link STREAM_OUTPUT} holds. */
 export interface StreamOutput {
   /** Opens the pipe's writer (once), under the dataset name the task chose. */
-  open(name: string): DatasetWriter;
+  open(name: string): StreamWriter;
   /** The pass's handle for this task's output (what a successful attempt must return). */
   readonly handle: Dataset;
 }
@@ -39,12 +61,13 @@ type InputRequest = { type: "pull" };
 /** Messages on an input port, parent to Worker. */
 type InputReply =
   | { type: "chunk"; records: unknown[] }
+  | { type: "text"; text: string }
   | { type: "end" }
   | { type: "error"; message: string };
 /** Messages on an output port, Worker to parent. */
 type OutputRequest =
   | { type: "open"; name: string }
-  | { type: "chunk"; records: unknown[] }
+  | { type: "text"; text: string; records: number }
   | { type: "close" }
   | { type: "abort" };
 /** Messages on an output port, parent to Worker. */
@@ -106,33 +129,35 @@ function serve<In, Out extends { type: string }>(
   };
 }
 
-/** Serves `dataset`'s records over a new port, a chunk per pull. */
+/** Serves `dataset`'s records over a new port, a chunk (as it was written) per pull. */
 export function serveInput(dataset: Dataset): Served {
-  const records = dataset[Symbol.asyncIterator]();
+  const source = STREAM_CHUNKS in dataset
+    ? (dataset as Dataset & { [STREAM_CHUNKS](): AsyncIterable<StreamChunk> })[STREAM_CHUNKS]()
+    : dataset.batches();
+  let chunks: AsyncIterator<StreamChunk> | undefined;
   return serve<InputRequest, InputReply>(async (m, reply) => {
     if (m.type !== "pull") return;
-    const chunk: unknown[] = [];
-    while (chunk.length < CHUNK_RECORDS) {
-      const next = await records.next();
-      if (next.done === true) break;
-      chunk.push(next.value);
-    }
-    reply(chunk.length > 0 ? { type: "chunk", records: chunk } : { type: "end" });
+    chunks ??= source[Symbol.asyncIterator]();
+    let next = await chunks.next();
+    while (next.done !== true && next.value.length === 0) next = await chunks.next();
+    if (next.done === true) reply({ type: "end" });
+    else if (typeof next.value === "string") reply({ type: "text", text: next.value });
+    else reply({ type: "chunk", records: next.value });
   });
 }
 
 /** Takes a Worker's output over a new port into `output` (the pipe to the next task). */
 export function serveOutput(output: StreamOutput): Served {
-  let writer: DatasetWriter | undefined;
+  let writer: StreamWriter | undefined;
   let records = 0;
   return serve<OutputRequest, OutputReply>(async (m, reply) => {
     switch (m.type) {
       case "open":
         writer = output.open(m.name);
         break;
-      case "chunk":
-        for (const record of m.records) await writer!.write(record);
-        records += m.records.length;
+      case "text":
+        await writer!.writeJsonChunk(m.text, m.records);
+        records += m.records;
         reply({ type: "ack" });
         break;
       case "close":
@@ -149,22 +174,20 @@ export function serveOutput(output: StreamOutput): Served {
 // ------------------------------------------------------------------------------------------
 // Worker side
 
-/** One reply at a time from a port, in order. */
+/** The replies of a port, in order, to as many waiting callers (also in order). */
 class Replies<T> {
   #queue: T[] = [];
-  #waiting: ((m: T) => void) | undefined;
+  #waiting: ((m: T) => void)[] = [];
   constructor(port: MessagePort) {
     port.onmessage = (e: MessageEvent<T>) => {
-      const waiting = this.#waiting;
-      this.#waiting = undefined;
+      const waiting = this.#waiting.shift();
       if (waiting) waiting(e.data);
       else this.#queue.push(e.data);
     };
   }
   next(): Promise<T> {
-    const queued = this.#queue.shift();
-    if (queued !== undefined) return Promise.resolve(queued);
-    return new Promise((resolve) => this.#waiting = resolve);
+    if (this.#queue.length > 0) return Promise.resolve(this.#queue.shift()!);
+    return new Promise((resolve) => this.#waiting.push(resolve));
   }
 }
 
@@ -181,24 +204,38 @@ export class PortDataset extends Dataset {
     this.#port = port;
   }
 
-  override [Symbol.asyncIterator](): AsyncIterator<unknown> {
+  #once(): void {
     if (this.#read) {
       throw safeError("Cannot stream records: a streamed input can be read once");
     }
     this.#read = true;
-    return this.#records()[Symbol.asyncIterator]();
   }
 
-  async *#records(): AsyncIterable<unknown> {
+  override [Symbol.asyncIterator](): AsyncIterator<unknown> {
+    this.#once();
+    const batches = this.#batches();
+    return (async function* () {
+      for await (const batch of batches) yield* batch;
+    })()[Symbol.asyncIterator]();
+  }
+
+  override batches(): AsyncIterable<unknown[]> {
+    this.#once();
+    return this.#batches();
+  }
+
+  async *#batches(): AsyncIterable<unknown[]> {
     const port = this.#port;
     const replies = new Replies<InputReply>(port);
     try {
+      port.postMessage({ type: "pull" } satisfies InputRequest);
       while (true) {
-        port.postMessage({ type: "pull" } satisfies InputRequest);
         const m = await replies.next();
         if (m.type === "end") return;
         if (m.type === "error") throw safeError(m.message);
-        yield* m.records;
+        // The next chunk is on its way while this one is read.
+        port.postMessage({ type: "pull" } satisfies InputRequest);
+        yield m.type === "text" ? JSON.parse(m.text) as unknown[] : m.records;
       }
     } finally {
       port.close();
@@ -217,9 +254,11 @@ export function portWriter(
   workspace: Workspace,
 ): DatasetWriter {
   const replies = new Replies<OutputReply>(port);
-  let chunk: unknown[] = [];
+  let parts: string[] = [];
+  let written = 0;
   let failed: Error | undefined;
   let done: Dataset | undefined;
+  const inFlight: Promise<unknown>[] = [];
   port.postMessage({ type: "open", name } satisfies OutputRequest);
   const expect = async (type: "ack" | "closed") => {
     const m = await replies.next();
@@ -229,25 +268,56 @@ export function portWriter(
     }
     return m;
   };
+  const send = async (text: string, records: number) => {
+    port.postMessage({ type: "text", text, records } satisfies OutputRequest);
+    const ack = expect("ack");
+    ack.catch(() => {});
+    inFlight.push(ack);
+    if (inFlight.length >= IN_FLIGHT) await inFlight.shift();
+  };
   const flush = async () => {
-    if (chunk.length === 0) return;
-    const records = chunk;
-    chunk = [];
-    port.postMessage({ type: "chunk", records } satisfies OutputRequest);
-    await expect("ack");
+    if (parts.length === 0) return;
+    const text = `[${parts.join(",")}]`;
+    const records = parts.length;
+    parts = [];
+    await send(text, records);
+  };
+  const add = (record: unknown) => {
+    // As a dataset would store it: the next task reads exactly what an unfused run would.
+    const line = JSON.stringify(record);
+    if (line === undefined) {
+      throw failed = safeError(`Cannot stream records: record ${written + 1} is not JSON`);
+    }
+    parts.push(line);
+    written++;
   };
   const write = async (record: unknown) => {
     if (failed) throw failed;
-    chunk.push(record);
-    if (chunk.length >= CHUNK_RECORDS) await flush();
+    add(record);
+    if (parts.length >= CHUNK_RECORDS) await flush();
+  };
+  const writeBatch = async (records: readonly unknown[]) => {
+    for (let i = 0; i < records.length; i++) {
+      if (failed) throw failed;
+      add(records[i]);
+      if (parts.length >= CHUNK_RECORDS) await flush();
+    }
   };
   return {
     write,
-    writeAll: (source) => writeEach(write, source),
+    writeBatch,
+    writeJsonLines: async (text, records) => {
+      if (failed) throw failed;
+      await flush();
+      written += records;
+      await send(jsonLinesAsArray(text), records);
+    },
+    writeAll: (source) => writeEach(write, source, writeBatch),
     close: async () => {
       if (failed) throw failed;
       if (done) return done;
       await flush();
+      while (inFlight.length > 0) await inFlight.shift();
       port.postMessage({ type: "close" } satisfies OutputRequest);
       const m = await expect("closed");
       port.close();

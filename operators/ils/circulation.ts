@@ -18,7 +18,9 @@ import { quoteIdentifier, quoteMysqlIdentifier, type SqlLoadTarget } from "./sql
 
 /**
  * One circulation (checkout) from an Evergreen-shaped database, as raw as the ILS holds it: enclave
- * data. Ids come as text so the type does not depend on the driver.
+ * data. Ids come as text so the type does not depend on the driver, and so do the times: ISO 8601
+ * instants in UTC with milliseconds (`2026-01-05T14:03:00.000Z`, what `Date.prototype.toJSON`
+ * writes), made by the server, so no `Date` is built, copied and formatted again per row.
  */
 export const EVERGREEN_CIRCULATION_QUERY = `
 SELECT c.id::text AS circ_id,
@@ -37,9 +39,9 @@ SELECT c.id::text AS circ_id,
        cn.record::text AS bib_id,
        c.circ_lib,
        cp.circ_modifier,
-       c.xact_start,
-       c.due_date,
-       c.checkin_time,
+       to_char(c.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS xact_start,
+       to_char(c.due_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS due_date,
+       to_char(c.checkin_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS checkin_time,
        c.stop_fines,
        c.renewal_remaining
   FROM action.circulation c
@@ -87,10 +89,47 @@ export function generalizedEventClasses(
   };
 }
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** The number of two ASCII digits at `i`, or -1. */
+function twoDigits(s: string, i: number): number {
+  const a = s.charCodeAt(i) - 48;
+  const b = s.charCodeAt(i + 1) - 48;
+  return a >= 0 && a <= 9 && b >= 0 && b <= 9 ? a * 10 + b : -1;
+}
+
+/**
+ * True when `s` is already what `toISOString` writes for the instant it names
+ * (`YYYY-MM-DDTHH:MM:SS.sssZ`, every field in range), so it needs no parsing and formatting.
+ */
+function isCanonicalInstant(s: string): boolean {
+  if (
+    s.length !== 24 || s[4] !== "-" || s[7] !== "-" || s[10] !== "T" || s[13] !== ":" ||
+    s[16] !== ":" || s[19] !== "." || s[23] !== "Z"
+  ) return false;
+  const century = twoDigits(s, 0);
+  const yy = twoDigits(s, 2);
+  const month = twoDigits(s, 5);
+  const day = twoDigits(s, 8);
+  const ms = twoDigits(s, 20);
+  const ms3 = s.charCodeAt(22) - 48;
+  if (century < 0 || yy < 0 || ms < 0 || ms3 < 0 || ms3 > 9) return false;
+  if (month < 1 || month > 12 || day < 1) return false;
+  const year = century * 100 + yy;
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const days = month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1]!;
+  const hour = twoDigits(s, 11);
+  const minute = twoDigits(s, 14);
+  const second = twoDigits(s, 17);
+  return day <= days && hour >= 0 && hour <= 23 && minute >= 0 && minute <= 59 &&
+    second >= 0 && second <= 59;
+}
+
 /** An ISO instant from a `Date` or a parsable text, or `null`. */
 export function iso(value: unknown): string | null {
   if (value === null || value === undefined) return null;
   if (value instanceof Date) return value.toISOString();
+  if (typeof value === "string" && isCanonicalInstant(value)) return value;
   const d = new Date(String(value));
   return Number.isNaN(d.getTime()) ? null : d.toISOString();
 }
@@ -159,9 +198,12 @@ export function deidentifyCirculation(
 }
 
 /** A zod string that must parse as an instant (what `iso` writes). */
-export const isoTimestamp = z.string().refine((v) => !Number.isNaN(Date.parse(v)), {
-  error: "expected an ISO timestamp",
-});
+export const isoTimestamp = z.string().refine(
+  (v) => isCanonicalInstant(v) || !Number.isNaN(Date.parse(v)),
+  {
+    error: "expected an ISO timestamp",
+  },
+);
 
 /** A circulation event as it may leave the enclave: tokenized patron, no direct identifiers. */
 export const CirculationEvent = z.object({

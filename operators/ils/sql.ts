@@ -37,6 +37,7 @@ import {
   openPostgres,
   POSTGRES_MAX_PARAMETERS,
   postgresExtract,
+  postgresExtractBatches,
   postgresLoad,
   type Sql,
 } from "./sql_postgres.ts";
@@ -164,6 +165,18 @@ function route(source: SqlSource, env: EnvReader | undefined): Route {
   }
 }
 
+/** What an extract runs, from its arguments (options checked). */
+function extractPlan(query: string, params: readonly unknown[], options: SqlExtractOptions) {
+  return {
+    query,
+    params,
+    keyword: leadingKeyword(query),
+    batchSize: positiveInteger(options.batchSize ?? 1000, "batchSize"),
+    timeoutMs: durationOption("statementTimeout", options.statementTimeout ?? "30m"),
+    signal: options.signal,
+  };
+}
+
 /**
  * Streams the rows of a read query.
  *
@@ -203,14 +216,7 @@ export async function* sqlExtract<T extends Row = Row>(
   params: readonly unknown[] = [],
   options: SqlExtractOptions = {},
 ): AsyncGenerator<T, void, undefined> {
-  const plan = {
-    query,
-    params,
-    keyword: leadingKeyword(query),
-    batchSize: positiveInteger(options.batchSize ?? 1000, "batchSize"),
-    timeoutMs: durationOption("statementTimeout", options.statementTimeout ?? "30m"),
-    signal: options.signal,
-  };
+  const plan = extractPlan(query, params, options);
   const to = route(source, options.env);
   switch (to.kind) {
     case "pglite":
@@ -222,6 +228,42 @@ export async function* sqlExtract<T extends Row = Row>(
     case "postgres":
       yield* postgresExtract<T>(to.open, plan);
   }
+}
+
+/**
+ * {@linkcode sqlExtract}, the rows in arrays: as they arrive from PostgreSQL's COPY, or grouped
+ * `batchSize` at a time from PGlite and MariaDB/MySQL. Same transaction, limits and types; a
+ * consumer that writes arrays (`DatasetWriter.writeBatch`) awaits once per array, not per row.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { sqlExtractBatches } from "./sql.ts";
+ * for await (const rows of sqlExtractBatches("ils", "SELECT id FROM action.circulation")) {
+ *   console.log(rows.length);
+ * }
+ * ```
+ */
+export async function* sqlExtractBatches<T extends Row = Row>(
+  source: SqlSource,
+  query: string,
+  params: readonly unknown[] = [],
+  options: SqlExtractOptions = {},
+): AsyncGenerator<T[], void, undefined> {
+  const plan = extractPlan(query, params, options);
+  const to = route(source, options.env);
+  if (to.kind === "postgres") {
+    yield* postgresExtractBatches<T>(to.open, plan);
+    return;
+  }
+  let batch: T[] = [];
+  for await (const row of sqlExtract<T>(source, query, params, options)) {
+    batch.push(row);
+    if (batch.length >= plan.batchSize) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield batch;
 }
 
 /**

@@ -312,6 +312,33 @@ export const NETWORK_TEXT: Readonly<Record<string, string>> = {
 };
 
 /**
+ * The next-batch function of a load's input: an array of rows per call (the input's own arrays
+ * when it has `batches()`, else one row at a time); errors the input itself throws come out
+ * wrapped in {@linkcode SourceFailure}, to be passed on untouched.
+ */
+export function rowBatchReader(
+  rows: AsyncIterable<Row> | Iterable<Row>,
+): () => Promise<IteratorResult<readonly Row[]>> {
+  const source = (rows as { batches?: () => AsyncIterable<Row[]> }).batches;
+  if (typeof source !== "function") {
+    const next = rowReader(rows);
+    return async () => {
+      const read = await next();
+      return read.done === true ? read : { done: false, value: [read.value] };
+    };
+  }
+  let iterator: AsyncIterator<Row[]> | undefined;
+  return async () => {
+    try {
+      iterator ??= source.call(rows)[Symbol.asyncIterator]();
+      return await iterator.next();
+    } catch (err) {
+      throw new SourceFailure(err);
+    }
+  };
+}
+
+/**
  * The next-row function of a load's input: errors the input itself throws come out wrapped in
  * {@linkcode SourceFailure}, to be passed on untouched.
  */

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { checkRow, quoteIdentifier, type Row, rowReader, SqlError } from "./sql_common.ts";
+import { checkRow, quoteIdentifier, type Row, rowBatchReader, SqlError } from "./sql_common.ts";
 
 /** Encoded bytes per COPY statement of a load (a chunk ends at the first row past it). */
 export const COPY_CHUNK_BYTES = 1 << 20;
@@ -116,7 +116,7 @@ export class CopyChunks {
     const flush = async () => {
       const count = this.position + 1 - first;
       if (count === 0) return;
-      const text = parts.join("");
+      const text = parts.join("\n") + "\n";
       const start = first;
       parts = [];
       bytes = 0;
@@ -127,33 +127,35 @@ export class CopyChunks {
       // the rejection from being seen as unhandled meanwhile.
       pending.catch(() => {});
     };
-    const next = rowReader(rows);
+    const next = rowBatchReader(rows);
     try {
       for (;;) {
         const read = await next();
         if (read.done === true) break;
-        const row = read.value;
-        const position = ++this.position;
-        checkRow(this.action, position, row, columns);
-        let line = "";
-        for (let c = 0; c < width; c++) {
-          const column = columns[c]!;
-          const value = row[column];
-          const field = copyTextField(value);
-          if (field === undefined) {
-            throw new SqlError(
-              `${this.action}: row ${position}, column "${column}": cannot store a value of type ${
-                value instanceof Date ? "Date (invalid)" : typeof value
-              }`,
-              "INVALID_ROW",
-            );
+        const batch = read.value;
+        for (let r = 0; r < batch.length; r++) {
+          const row = batch[r]!;
+          const position = ++this.position;
+          checkRow(this.action, position, row, columns);
+          let line = "";
+          for (let c = 0; c < width; c++) {
+            const column = columns[c]!;
+            const value = row[column];
+            const field = copyTextField(value);
+            if (field === undefined) {
+              throw new SqlError(
+                `${this.action}: row ${position}, column "${column}": cannot store a value of type ${
+                  value instanceof Date ? "Date (invalid)" : typeof value
+                }`,
+                "INVALID_ROW",
+              );
+            }
+            line += c === 0 ? field : "\t" + field;
           }
-          line += c === 0 ? field : "\t" + field;
+          parts.push(line);
+          bytes += line.length + 1;
+          if (bytes >= this.chunkBytes) await flush();
         }
-        line += "\n";
-        parts.push(line);
-        bytes += line.length;
-        if (bytes >= this.chunkBytes) await flush();
       }
       await flush();
     } finally {

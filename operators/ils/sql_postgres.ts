@@ -223,6 +223,14 @@ export async function* postgresExtract<T>(
   open: () => PostgresConnection,
   plan: ExtractPlan,
 ): AsyncGenerator<T, void, undefined> {
+  for await (const batch of postgresExtractBatches<T>(open, plan)) yield* batch;
+}
+
+/** {@linkcode postgresExtract}, the rows in arrays as they arrive (one await per array). */
+export async function* postgresExtractBatches<T>(
+  open: () => PostgresConnection,
+  plan: ExtractPlan,
+): AsyncGenerator<T[], void, undefined> {
   const { query, params, keyword, timeoutMs, signal } = plan;
   const db = open();
   const action = `Cannot extract from ${db.label}`;
@@ -231,7 +239,7 @@ export async function* postgresExtract<T>(
   let committed = false;
   let stream: Readable | undefined;
   let copying: CopyOut | undefined;
-  let rows: AsyncGenerator<Record<string, unknown>, void, undefined> | undefined;
+  let rows: AsyncGenerator<Record<string, unknown>[], void, undefined> | undefined;
   // Cancel requests in flight: a cancel names the backend, not the statement, so one still on its
   // way when the connection is reused would cancel whatever runs next on it.
   const cancels: Promise<void>[] = [];
@@ -292,7 +300,7 @@ export async function* postgresExtract<T>(
       if (signal?.aborted) throw abortError();
       const next = await rows.next();
       if (next.done === true) break;
-      yield next.value as T;
+      yield next.value as T[];
     }
     // The stream ended with the server's CopyDone; the statement's outcome follows it.
     await copying.done;
@@ -475,15 +483,17 @@ function cancelQuery(q: { cancel(): unknown }): Promise<void> {
   return Promise.resolve(sent).then(() => {}, () => {});
 }
 
-/** The rows of a COPY text stream, parsed per column, with backpressure on the stream. */
+/**
+ * The rows of a COPY text stream, parsed per column, with backpressure on the stream, in arrays
+ * (what arrived since the last one was taken).
+ */
 async function* copyRows(
   stream: Readable,
   columns: readonly DescribedColumn[],
   transform: Sql["options"]["transform"],
-): AsyncGenerator<Record<string, unknown>, void, undefined> {
+): AsyncGenerator<Record<string, unknown>[], void, undefined> {
   const reader = new CopyTextReader();
-  const queue: Record<string, unknown>[] = [];
-  let head = 0;
+  let queue: Record<string, unknown>[] = [];
   let ended = false;
   let failure: unknown;
   let wake: (() => void) | undefined;
@@ -512,7 +522,7 @@ async function* copyRows(
       failure = err;
       stream.destroy();
     }
-    if (queue.length - head >= EXTRACT_QUEUE_ROWS) stream.pause();
+    if (queue.length >= EXTRACT_QUEUE_ROWS) stream.pause();
     wake?.();
   };
   stream.on("data", onData);
@@ -527,13 +537,13 @@ async function* copyRows(
   });
   try {
     for (;;) {
-      while (head < queue.length) {
-        const row = queue[head]!;
-        queue[head++] = undefined as never;
-        yield row;
+      if (queue.length > 0) {
+        const batch = queue;
+        queue = [];
+        if (stream.isPaused() && !ended && failure === undefined) stream.resume();
+        yield batch;
+        continue;
       }
-      queue.length = 0;
-      head = 0;
       if (failure !== undefined) throw failure;
       if (ended) {
         reader.end();

@@ -29,6 +29,7 @@
  */
 import type { z } from "zod";
 import {
+  batched,
   FatalTaskError,
   markPrivacySafe,
   type TaskContext,
@@ -49,7 +50,13 @@ import { declaredOutputSchema } from "./output_schema.ts";
 import type { DetectorOptions, PiiKeyOptions } from "./pii.ts";
 import { declaresPath, type SchemaFields, schemaFields } from "./schema_paths.ts";
 import type { SmallCellsCheck } from "./small_cells.ts";
-import { emitRecords, inputsAreArrays, upstreamRecords } from "../records_io.ts";
+import {
+  emitJsonLines,
+  emitRecords,
+  inputsAreArrays,
+  upstreamJsonLines,
+  upstreamRecords,
+} from "../records_io.ts";
 
 /** A limit on withheld records: a count (`10`), or a fraction of the records (`0.05`, `"5%"`). */
 export type QuarantineLimit = number | `${number}%`;
@@ -314,11 +321,13 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
         const withheld = new Set<number>();
         let position = 0;
         if (!checkpoint.failedEarly) {
-          for await (const record of upstreamRecords(ctx)) {
-            const result = checkpoint.check(record, ++position);
-            if (!result.ok && quarantine) {
-              withheld.add(position);
-              await quarantine.write({ position, findings: result.findings });
+          for await (const batch of upstreamRecords(ctx).batches()) {
+            for (const record of batch) {
+              const result = checkpoint.check(record, ++position);
+              if (!result.ok && quarantine) {
+                withheld.add(position);
+                await quarantine.write({ position, findings: result.findings });
+              }
             }
           }
         }
@@ -333,28 +342,47 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
         }
         // Pass 2: publish what passed; withhold small quasi-identifier classes.
         let published = 0;
-        const passed = async function* (): AsyncIterable<Record<string, unknown>> {
+        // Nothing withheld and no class to look up: every record read again is published.
+        const all = withheld.size === 0 && qi === undefined;
+        const passed = batched(async function* () {
           let at = 0;
-          for await (const record of upstreamRecords(ctx)) {
-            at++;
-            if (withheld.has(at)) continue;
-            if (checkpoint.inSmallClass(record)) {
-              await quarantine?.write({ position: at, findings: [checkpoint.smallClassFinding!] });
+          for await (const batch of upstreamRecords(ctx).batches()) {
+            if (all) {
+              at += batch.length;
+              published += batch.length;
+              if (!over) yield batch;
               continue;
             }
-            published++;
-            if (!over) yield record;
+            const out: Record<string, unknown>[] = [];
+            for (const record of batch) {
+              at++;
+              if (withheld.has(at)) continue;
+              if (checkpoint.inSmallClass(record)) {
+                await quarantine?.write({
+                  position: at,
+                  findings: [checkpoint.smallClassFinding!],
+                });
+                continue;
+              }
+              published++;
+              if (!over) out.push(record);
+            }
+            if (out.length > 0) yield out;
           }
-        };
+        });
+        // Every record verified is published as stored: its text goes on without being parsed.
+        const stored = all && !over ? upstreamJsonLines(ctx) : undefined;
         let output;
         if (over) {
           if (qi) {
-            for await (const _ of passed()) {
+            for await (const _ of passed.batches()) {
               /* quarantine entries only */
             }
           }
+        } else if (stored !== undefined) {
+          output = await emitJsonLines(ctx, stored, "verified", (n) => published += n);
         } else {
-          output = await emitRecords(ctx, passed(), {
+          output = await emitRecords(ctx, passed, {
             asArray: inputsAreArrays(ctx),
             name: "verified",
           });

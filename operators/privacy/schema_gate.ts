@@ -10,6 +10,7 @@
  */
 import type { z } from "zod";
 import {
+  batched,
   FatalTaskError,
   markPrivacySafe,
   type TaskContext,
@@ -62,17 +63,21 @@ export function schemaGate<S extends z.ZodObject>(options: SchemaGateOptions<S>)
           ? await ctx.dataset("quarantine", { valueFree: true })
           : undefined;
         let position = 0;
-        async function* valid(): AsyncIterable<Record<string, unknown>> {
-          for await (const record of upstreamRecords(ctx)) {
-            position++;
-            const result = gate.check(record, position);
-            if (result.ok) yield result.value as Record<string, unknown>;
-            else if (quarantine) await quarantine.write({ position, issues: result.issues });
+        const valid = batched(async function* () {
+          for await (const batch of upstreamRecords(ctx).batches()) {
+            const out: Record<string, unknown>[] = [];
+            for (const record of batch) {
+              position++;
+              const result = gate.check(record, position);
+              if (result.ok) out.push(result.value as Record<string, unknown>);
+              else if (quarantine) await quarantine.write({ position, issues: result.issues });
+            }
+            if (out.length > 0) yield out;
           }
-        }
+        });
         let output;
         try {
-          output = await emitRecords(ctx, valid(), {
+          output = await emitRecords(ctx, valid, {
             asArray: inputsAreArrays(ctx),
             name: "valid",
           });

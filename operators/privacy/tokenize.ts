@@ -8,6 +8,7 @@
  * @module
  */
 import {
+  batched,
   FatalTaskError,
   markPrivacySafe,
   type TaskContext,
@@ -38,8 +39,8 @@ export interface TokenizeOptions extends Omit<TaskOptions, "zone" | "env"> {
   env?: { get(name: string): string | undefined };
 }
 
-/** Records tokenized per batch (`HmacTokenizer.tokens`). */
-const CHUNK_RECORDS = 256;
+/** Most records tokenized per batch (`HmacTokenizer.tokens`). */
+const CHUNK_RECORDS = 1024;
 
 /**
  * Builds output records as `{ ...record }` followed by, per field, `delete` of a renamed field and
@@ -210,20 +211,19 @@ export function tokenize(options: TokenizeOptions): TaskSpec {
         }
         return chunk.map((record, r) => shape(record, (f) => tokens[f]![r] ?? null));
       }
-      async function* transform(): AsyncIterable<Record<string, unknown>> {
-        let chunk: Record<string, unknown>[] = [];
-        for await (const record of upstreamRecords(ctx)) {
-          chunk.push(record);
-          if (chunk.length >= CHUNK_RECORDS) {
-            yield* await tokenizeChunk(chunk);
-            chunk = [];
+      // Upstream arrays in, tokenized arrays out: one await per array, not per record.
+      const transform = batched(async function* () {
+        for await (const batch of upstreamRecords(ctx).batches()) {
+          for (let i = 0; i < batch.length; i += CHUNK_RECORDS) {
+            yield await tokenizeChunk(
+              i === 0 && batch.length <= CHUNK_RECORDS ? batch : batch.slice(i, i + CHUNK_RECORDS),
+            );
           }
         }
-        if (chunk.length > 0) yield* await tokenizeChunk(chunk);
-      }
+      });
       let output;
       try {
-        output = await emitRecords(ctx, transform(), {
+        output = await emitRecords(ctx, transform, {
           asArray: inputsAreArrays(ctx),
           name: "tokens",
         });
