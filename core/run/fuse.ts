@@ -42,8 +42,8 @@ import {
 import { type AttemptOutcome, runAttempt, type RunContext, taskContext } from "./attempt.ts";
 import { attemptOf, type TaskView } from "./decide.ts";
 
-/** Records per chunk handed through a pipe. */
-const CHUNK_RECORDS = 512;
+/** Records per chunk handed through a pipe (a Worker's chunks keep their own size). */
+const CHUNK_RECORDS = 1024;
 /** Chunks a pipe holds before its writer waits (bounded memory). */
 const PIPE_CHUNKS = 4;
 
