@@ -30,6 +30,7 @@ import {
   toCatalogRecord,
   writeCatalogFiles,
 } from "../../operators/mod.ts";
+import { iso, isoTimestamp } from "../../operators/ils/circulation.ts";
 import { fixtureRecord } from "../../fixtures/mod.ts";
 import { withTmpDir } from "../test_utils.ts";
 
@@ -275,4 +276,32 @@ Deno.test("deidentifyCirculation keeps event fields only; generalizes only when 
   const event = { ...plain, patron_token: "a".repeat(64) };
   delete (event as Record<string, unknown>).patron_id;
   assert.ok(CirculationEvent.safeParse(event).success);
+});
+
+Deno.test("iso and isoTimestamp: canonical instants pass as they are, anything else as Date says", () => {
+  const slow = (s: string) => {
+    const d = new Date(s);
+    return Number.isNaN(d.getTime()) ? null : d.toISOString();
+  };
+  const cases = [
+    "2026-01-05T14:03:00.123Z",
+    "2024-02-29T23:59:59.999Z", // leap day
+    "2026-02-29T00:00:00.000Z", // no such day: Date rolls it over
+    "2026-04-31T00:00:00.000Z",
+    "2026-02-28T24:00:00.000Z",
+    "2026-13-01T00:00:00.000Z",
+    "2026-01-01T00:00:60.000Z",
+    "2026-01-01 00:00:00.000Z",
+    "0999-12-31T00:00:00.000Z",
+    "not a date",
+  ];
+  for (const s of cases) {
+    assert.equal(iso(s), slow(s), s);
+    assert.equal(isoTimestamp.safeParse(s).success, !Number.isNaN(Date.parse(s)), s);
+  }
+  for (let i = 0; i < 2000; i++) {
+    const s = new Date(Date.UTC(1900 + (i % 300), i % 12, 1 + (i % 31), i % 24, i % 60))
+      .toISOString();
+    assert.equal(iso(s), s);
+  }
 });

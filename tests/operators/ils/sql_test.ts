@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
+import { batched } from "../../../core/mod.ts";
 import { connectionVariable, resolveConnection } from "../../../operators/ils/connection.ts";
 import {
   quoteIdentifier,
   type Row,
   SqlError,
   sqlExtract,
+  sqlExtractBatches,
   sqlLoad,
 } from "../../../operators/ils/sql.ts";
 import { drain, rejects } from "./sql_test_utils.ts";
@@ -196,6 +198,27 @@ Deno.test({
         );
         assert.deepEqual(rows.map((r) => r.g), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
       });
+
+      await t.step(
+        "sqlExtractBatches: the same rows in arrays, and a load takes them",
+        async () => {
+          const query = "SELECT g, g::text AS t FROM generate_series(1, 30000) g ORDER BY g";
+          const one = await drain(sqlExtract(db, query));
+          const arrays: Record<string, unknown>[][] = [];
+          for await (const rows of sqlExtractBatches(db, query)) arrays.push(rows);
+          assert.ok(arrays.length > 1, "30000 rows arrive in more than one array");
+          assert.ok(arrays.every((a) => a.length > 0));
+          assert.deepEqual(arrays.flat(), one);
+          // A load reads a batched source array by array: same rows, same counts.
+          await db.unsafe("CREATE TABLE batched (g int PRIMARY KEY, t text NOT NULL)");
+          const target = { table: "batched", columns: ["g", "t"], key: ["g"] };
+          const source = batched(() => sqlExtractBatches(db, query));
+          assert.deepEqual(await sqlLoad(db, target, source), { inserted: 30000, skipped: 0 });
+          assert.deepEqual(await sqlLoad(db, target, source), { inserted: 0, skipped: 30000 });
+          const [sum] = await db`SELECT sum(g)::bigint AS s FROM batched`;
+          assert.equal(Number(sum?.s), 30000 * 30001 / 2);
+        },
+      );
 
       await t.step("writes fail inside the read-only transaction", async () => {
         const viaFunction = await rejects(drain(sqlExtract(db, "SELECT write_item()")));
