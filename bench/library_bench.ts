@@ -874,9 +874,11 @@ if (import.meta.main) {
   if (Deno.args.includes("circulation")) {
     const tmp = await Deno.makeTempDir({ prefix: "carrel-library-bench-" });
     try {
+      const rows = flag("--rows");
+      const rounds = flag("--rounds");
       metrics = await circulationBench(quick, tmp, {
-        rows: flag("--rows"),
-        rounds: flag("--rounds"),
+        ...(rows === undefined ? {} : { rows }),
+        ...(rounds === undefined ? {} : { rounds }),
         big: Deno.args.includes("--big"),
       });
     } finally {
