@@ -15,6 +15,10 @@
  * The ILS and warehouse are PostgreSQL (`CARREL_BENCH_DATABASE_URL`, else
  * `CARREL_TEST_DATABASE_URL`), else PGlite data directories.
  *
+ * The circulation metrics alone, at any size (the 10M memory run with `--big`):
+ * `deno run -A --unstable-worker-options bench/library_bench.ts circulation --rows 1000000
+ * [--rounds N] [--big]`, or `CARREL_BENCH_CIRCULATIONS=1000000 deno task bench library`.
+ *
  * @module
  */
 import { join } from "node:path";
