@@ -70,11 +70,23 @@ async function outputOf(runId: string, taskId: string): Promise<Record<string, u
   }
 }
 
-// A step of its own: create an empty embedded database (its initdb is the costliest moment of
-// any embedded database), so the run that loads into it only opens it.
+// A step of its own: create an empty embedded database (a copy of the template cluster, made by
+// initdb the first time, the costliest moment of any embedded database), so the run that loads
+// into it, where the state store and the ILS are open too, only opens it.
 if (Deno.args[0] === "--create-embedded" && Deno.args[1] !== undefined) {
   const { openPglite } = await import("../operators/ils/sql.ts");
   await (await openPglite(Deno.args[1])).close();
+  Deno.exit(0);
+}
+
+// A step of its own: make the template cluster every new embedded database is copied from (once
+// per machine and PGlite build), so no later step runs initdb next to an open database.
+if (Deno.args[0] === "--pglite-template") {
+  const { ensurePgliteTemplate, pgliteTemplateDir } = await import(
+    "../core/state/pglite_database.ts"
+  );
+  const template = pgliteTemplateDir();
+  if (template !== undefined) await ensurePgliteTemplate(template);
   Deno.exit(0);
 }
 
@@ -86,6 +98,9 @@ if (!Deno.env.get("PII_HMAC_KEY") && !Deno.env.get("CARREL_KEYRING")) {
     "No PII_HMAC_KEY set: using a demo key for synthetic data (never use it for real data).\n",
   );
 }
+
+// Without a template (no cache folder), each new database runs initdb where it is created.
+await step("cli/demo.ts", ["--pglite-template"]);
 
 const date = "2026-01-05T00:00:00Z";
 console.log(

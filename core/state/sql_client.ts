@@ -4,8 +4,9 @@
  *
  * @module
  */
-import { PGlite } from "@electric-sql/pglite";
+import type { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
+import { openPgliteDatabase } from "./pglite_database.ts";
 
 /** A connection that runs parameterised SQL (`$1`, `$2`, ...). */
 export interface SqlClient {
@@ -128,8 +129,7 @@ export class PgliteClient implements SqlClient {
 
   /** Opens (creating when new) a PGlite data directory; `undefined` means in memory. */
   static async open(dataDir: string | undefined): Promise<PgliteClient> {
-    const db = dataDir === undefined ? await PGlite.create() : await PGlite.create(dataDir);
-    return new PgliteClient(db);
+    return new PgliteClient(await openPgliteDatabase(dataDir));
   }
 
   query<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {

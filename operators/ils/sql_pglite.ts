@@ -6,8 +6,9 @@
  *
  * @module
  */
-import { PGlite } from "@electric-sql/pglite";
+import type { PGlite } from "@electric-sql/pglite";
 import { join } from "node:path";
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import {
   assertReadQuery,
   errorWrapper,
@@ -77,7 +78,7 @@ export async function openPglite(path: string | undefined, create = true): Promi
     }
     if (!exists) await Deno.mkdir(path, { recursive: true });
   }
-  return path === undefined ? await PGlite.create() : await PGlite.create(path);
+  return await openPgliteDatabase(path);
 }
 
 let openEmbedded = 0;
