@@ -12,7 +12,7 @@
  * @module
  */
 import { join, relative } from "node:path";
-import { carrelHome } from "../core/state/open.ts";
+import { carrelHome } from "../core/state/home.ts";
 
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 

@@ -10,11 +10,9 @@ import { openPostgresStore } from "./postgres.ts";
 import type { StateStore } from "./store.ts";
 import { ensurePrivateHome } from "./embedded_files.ts";
 import { removeDeadScratch } from "../dataset.ts";
+import { carrelHome } from "./home.ts";
 
-/** Where Carrel keeps its files. */
-export function carrelHome(env: { get(key: string): string | undefined } = Deno.env): string {
-  return env.get("CARREL_HOME") || join(Deno.cwd(), ".carrel");
-}
+export { carrelHome } from "./home.ts";
 
 /**
  * Opens and migrates the store the environment names. `CARREL_HOME` is created 0700, or made
