@@ -10,7 +10,6 @@ import {
   Dataset,
   type DatasetRef,
   isDatasetRef,
-  jsonLineChunks,
   recordBatches,
   type TaskContext,
 } from "../core/mod.ts";
@@ -73,40 +72,6 @@ export async function emitRecords(
   const writer = await ctx.dataset(options.name ?? "data");
   try {
     await writer.writeAll(source);
-  } catch (error) {
-    await writer.abort();
-    throw error;
-  }
-  return await writer.close();
-}
-
-/**
- * The stored text of the task's only upstream output, chunk by chunk, when that output is a stored
- * dataset (see `jsonLineChunks` in core/dataset.ts); `undefined` otherwise.
- */
-export function upstreamJsonLines(
-  ctx: TaskContext<unknown>,
-): AsyncIterable<{ text: string; records: number }> | undefined {
-  const inputs = Object.values(ctx.inputs);
-  return inputs.length === 1 ? jsonLineChunks(inputs[0]) : undefined;
-}
-
-/**
- * Hands on records given as stored JSON Lines text, unparsed, in a dataset written as it streams;
- * `onChunk` sees each chunk's record count before it is written.
- */
-export async function emitJsonLines(
-  ctx: TaskContext<unknown>,
-  chunks: AsyncIterable<{ text: string; records: number }>,
-  name: string,
-  onChunk: (records: number) => void,
-): Promise<Dataset> {
-  const writer = await ctx.dataset(name);
-  try {
-    for await (const { text, records } of chunks) {
-      onChunk(records);
-      await writer.writeJsonLines(text, records);
-    }
   } catch (error) {
     await writer.abort();
     throw error;

@@ -50,13 +50,7 @@ import { declaredOutputSchema } from "./output_schema.ts";
 import type { DetectorOptions, PiiKeyOptions } from "./pii.ts";
 import { declaresPath, type SchemaFields, schemaFields } from "./schema_paths.ts";
 import type { SmallCellsCheck } from "./small_cells.ts";
-import {
-  emitJsonLines,
-  emitRecords,
-  inputsAreArrays,
-  upstreamJsonLines,
-  upstreamRecords,
-} from "../records_io.ts";
+import { emitRecords, inputsAreArrays, upstreamRecords } from "../records_io.ts";
 
 /** A limit on withheld records: a count (`10`), or a fraction of the records (`0.05`, `"5%"`). */
 export type QuarantineLimit = number | `${number}%`;
@@ -370,8 +364,6 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
             if (out.length > 0) yield out;
           }
         });
-        // Every record verified is published as stored: its text goes on without being parsed.
-        const stored = all && !over ? upstreamJsonLines(ctx) : undefined;
         let output;
         if (over) {
           if (qi) {
@@ -379,9 +371,9 @@ export function privacyCheckpoint(options: PrivacyCheckpointOptions = {}): TaskS
               /* quarantine entries only */
             }
           }
-        } else if (stored !== undefined) {
-          output = await emitJsonLines(ctx, stored, "verified", (n) => published += n);
         } else {
+          // Published as this pass parsed and checked them, serialized again: stored text is never
+          // passed on unparsed (a duplicate key, say, could carry a value no check saw).
           output = await emitRecords(ctx, passed, {
             asArray: inputsAreArrays(ctx),
             name: "verified",

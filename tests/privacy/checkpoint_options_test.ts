@@ -11,8 +11,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { z } from "zod";
-import { DagError, defineDag, resolveDag, task, type TaskSpec } from "../../core/mod.ts";
-import { privacyCheckpoint, schemaGate } from "../../operators/mod.ts";
+import { DagError, Dataset, defineDag, resolveDag, task, type TaskSpec } from "../../core/mod.ts";
+import { declareOutputSchema, privacyCheckpoint, schemaGate } from "../../operators/mod.ts";
 import { CORE_MOD, OPERATORS_MOD, withTmpDir } from "../test_utils.ts";
 import { assertExit, world } from "../e2e/helpers.ts";
 import { assertNone, auditOf, run, sink, taskOf } from "./run_helpers.ts";
@@ -55,6 +55,41 @@ async function quarantineFile(home: string, dataset: unknown): Promise<string> {
 
 // ---------------------------------------------------------------------------------------------
 // Quarantine with a threshold
+
+Deno.test("privacyCheckpoint publishes what it checked, serialized again: stored text with a duplicate key does not pass on", async () => {
+  await using dir = await withTmpDir();
+  // An upstream that writes its JSON Lines itself: the first "note" of each line carries a phone
+  // number; JSON.parse keeps the last one, so the check sees only "returned".
+  const upstream = declareOutputSchema(
+    task({
+      run: async (ctx) => {
+        const out = await ctx.dataset("events");
+        const line = (i: number) =>
+          `{"patron_token":"${TOKEN}","item_id":"i${i}","note":"call SENTINEL (555) 867-5309","note":"returned"}\n`;
+        await out.writeJsonLines(Array.from({ length: 4 }, (_, i) => line(i + 1)).join(""), 4);
+        return await out.close();
+      },
+    }),
+    Event,
+  );
+  const paths: string[] = [];
+  const r = await run(dir.path, {
+    extract: upstream,
+    cp: privacyCheckpoint({ after: ["extract"], tokenized: ["patron_token"] }),
+    load: task({
+      after: ["cp"],
+      run: (ctx) => {
+        paths.push((ctx.inputs.cp as Dataset).ref.$dataset.path);
+        return null;
+      },
+    }),
+  });
+  assert.equal(r.state, "success", JSON.stringify(r.tasks));
+  assert.equal(paths.length, 1);
+  const text = await Deno.readTextFile(join(dir.path, paths[0]!));
+  assert.equal(text.trim().split("\n").length, 4);
+  for (const leak of LEAK_VALUES) assert.ok(!text.includes(leak), `published text holds ${leak}`);
+});
 
 Deno.test("privacyCheckpoint quarantine: failing records are withheld with positions and reasons, the rest published", async () => {
   await using dir = await withTmpDir();
