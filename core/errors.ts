@@ -108,6 +108,26 @@ export class FatalTaskError extends Error {
 }
 
 /**
+ * The message of a file system error that carries a system error code (Deno's `Deno.errors` have
+ * one), without the paths it names; `undefined` for anything else.
+ *
+ * @example
+ * ```ts
+ * import { fileSystemMessage } from "./errors.ts";
+ * fileSystemMessage(Object.assign(new Error("No space left"), { code: "ENOSPC" }));
+ * // "File system error: no space left on device (ENOSPC)"
+ * ```
+ */
+export function fileSystemMessage(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code in SYSTEM_TEXT ? fileSystemText(code) : undefined;
+}
+
+function fileSystemText(code: string): string {
+  return `File system error: ${SYSTEM_TEXT[code] ?? code} (${code})`;
+}
+
+/**
  * Returns the message of anything thrown, without a stack. Objects that are not `Error`s (PGlite's
  * file system throws `ErrnoError` objects with only a number) are named, never `[object Object]`.
  *
@@ -124,9 +144,7 @@ export function errorMessage(error: unknown): string {
     const e = error as Record<string, unknown>;
     if (typeof e.errno === "number" && e.name === "ErrnoError") {
       const code = EMSCRIPTEN_ERRNO[e.errno];
-      return code
-        ? `File system error: ${SYSTEM_TEXT[code] ?? code} (${code})`
-        : `File system error (errno ${e.errno})`;
+      return code ? fileSystemText(code) : `File system error (errno ${e.errno})`;
     }
     if (typeof e.message === "string" && e.message !== "") return e.message;
     if (typeof e.code === "string") return `${SYSTEM_TEXT[e.code] ?? "system error"} (${e.code})`;

@@ -15,6 +15,7 @@
 import { PGlite } from "@electric-sql/pglite";
 import { dirname, join } from "node:path";
 import { sha256Hex } from "../job_key.ts";
+import { fileSystemMessage } from "../errors.ts";
 
 /** PostgreSQL's buffer cache in every embedded database Carrel opens. */
 export const PGLITE_SHARED_BUFFERS = "16MB";
@@ -91,10 +92,16 @@ async function createFromTemplate(dataDir: string, template: string | undefined)
     await (await initdb(dataDir)).close();
     return;
   }
-  // PG_VERSION last: a copy cut short is not taken for a database, and is copied over next time.
-  await copyTree(template, dataDir, "PG_VERSION");
-  await Deno.copyFile(join(template, "PG_VERSION"), join(dataDir, "PG_VERSION"));
-  await Deno.chmod(join(dataDir, "PG_VERSION"), 0o600);
+  try {
+    // PG_VERSION last: a copy cut short is not taken for a database, and is copied over next time.
+    await copyTree(template, dataDir, "PG_VERSION");
+    await Deno.copyFile(join(template, "PG_VERSION"), join(dataDir, "PG_VERSION"));
+    await Deno.chmod(join(dataDir, "PG_VERSION"), 0o600);
+  } catch (error) {
+    // A full disk says so, as PGlite's own file system errors do (not the template's paths).
+    const message = fileSystemMessage(error);
+    throw message ? new Error(message, { cause: error }) : error;
+  }
 }
 
 /**
