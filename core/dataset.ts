@@ -466,34 +466,6 @@ export async function* recordBatches(
 }
 
 /**
- * A stored dataset's text, chunk by chunk, with the records in each chunk (see
- * {@linkcode Workspace.readJsonLines}); `undefined` for anything else (an array, a streamed
- * dataset), whose records must be read as values.
- *
- * @example
- * ```ts ignore
- * const chunks = jsonLineChunks(ctx.inputs.gate);
- * if (chunks) for await (const { text, records } of chunks) await out.writeJsonLines(text, records);
- * ```
- */
-export function jsonLineChunks(
-  input: unknown,
-): AsyncIterable<{ text: string; records: number }> | undefined {
-  if (
-    !(input instanceof Dataset) || Object.getPrototypeOf(input) !== Dataset.prototype ||
-    input.ref.$dataset.streamed === true
-  ) return undefined;
-  const { workspace, ref } = input;
-  return (async function* () {
-    for await (const text of workspace.readJsonLines(ref)) {
-      let records = 0;
-      for (let at = text.indexOf("\n"); at !== -1; at = text.indexOf("\n", at + 1)) records++;
-      yield { text, records };
-    }
-  })();
-}
-
-/**
  * JSON Lines text (each line ending with a newline) as the text of one JSON array.
  *
  * @example
@@ -595,7 +567,8 @@ function jsonLinesWriter(
     inChunk = 0;
     await flushChunk(text, n);
   };
-  const write = async (record: unknown) => {
+  /** Buffers one record's line; true when the buffer is due to be flushed. */
+  const append = (record: unknown): boolean => {
     if (closed) throw new Error(`Cannot write record ${records + 1}: the dataset is closed`);
     const line = JSON.stringify(record);
     if (line === undefined) throw new Error(`Cannot write record ${records + 1}: not JSON`);
@@ -603,19 +576,14 @@ function jsonLinesWriter(
     size += line.length + 1;
     inChunk++;
     records++;
-    if (size >= CHUNK) await flush();
+    return size >= CHUNK;
   };
+  const write = async (record: unknown) => {
+    if (append(record)) await flush();
+  };
+  // No await per record: only a full buffer waits.
   const writeBatch = async (batch: readonly unknown[]) => {
-    for (let i = 0; i < batch.length; i++) {
-      if (closed) throw new Error(`Cannot write record ${records + 1}: the dataset is closed`);
-      const line = JSON.stringify(batch[i]);
-      if (line === undefined) throw new Error(`Cannot write record ${records + 1}: not JSON`);
-      buffer.push(line, "\n");
-      size += line.length + 1;
-      inChunk++;
-      records++;
-      if (size >= CHUNK) await flush();
-    }
+    for (let i = 0; i < batch.length; i++) if (append(batch[i])) await flush();
   };
   return {
     write,

@@ -52,7 +52,6 @@ export {
   type DatasetRef,
   type DatasetWriter,
   isDatasetRef,
-  jsonLineChunks,
   recordBatches,
   records,
   Workspace,

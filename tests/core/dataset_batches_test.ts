@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { batched, Dataset, jsonLineChunks, recordBatches, Workspace } from "../../core/mod.ts";
+import { batched, Dataset, recordBatches, Workspace } from "../../core/mod.ts";
 import { withTmpDir } from "../test_utils.ts";
 
 /** Records with the values a dataset must give back as JSON would. */
@@ -23,7 +23,7 @@ async function collect<T>(source: AsyncIterable<T>): Promise<T[]> {
 
 for (const encrypted of [false, true]) {
   const kind = encrypted ? "encrypted" : "plain";
-  Deno.test(`dataset (${kind}): batches, records and JSON Lines give what JSON would, in order`, async () => {
+  Deno.test(`dataset (${kind}): batches and records give what JSON would, in order`, async () => {
     await using dir = await withTmpDir();
     const ws = new Workspace(dir.path, "d@2026-01-01T00:00:00Z");
     const records = sample(5000);
@@ -44,25 +44,6 @@ for (const encrypted of [false, true]) {
     assert.deepEqual(batches.flat(), expected);
     assert.deepEqual(await collect(dataset), expected);
     assert.deepEqual((await collect(recordBatches(dataset))).flat(), expected);
-
-    // The stored text, copied unparsed into another dataset, reads back the same.
-    const copy = await ws.create("t", "copy", encrypted);
-    let counted = 0;
-    for await (const { text, records: n } of jsonLineChunks(dataset)!) {
-      assert.ok(text.endsWith("\n"));
-      counted += n;
-      await copy.writeJsonLines(text, n);
-    }
-    assert.equal(counted, 5000);
-    const copied = await copy.close();
-    assert.equal(copied.records, 5000);
-    assert.deepEqual(await collect(copied), expected);
-    if (!encrypted) {
-      assert.equal(
-        await Deno.readTextFile(join(dir.path, copied.ref.$dataset.path)),
-        await Deno.readTextFile(join(dir.path, dataset.ref.$dataset.path)),
-      );
-    }
   });
 }
 
@@ -90,6 +71,4 @@ Deno.test("dataset: a line that is not JSON fails the read as it would line by l
   const path = join(dir.path, dataset.ref.$dataset.path);
   await Deno.writeTextFile(path, '{"a":1}\n{"a":\n{"a":3}\n');
   await assert.rejects(() => collect(new Dataset(dataset.ref, ws).batches()), SyntaxError);
-  // jsonLineChunks is for stored datasets only: arrays and iterables are read as values.
-  assert.equal(jsonLineChunks([{ a: 1 }]), undefined);
 });
