@@ -587,16 +587,22 @@ export interface ResolvedDag {
 }
 
 /**
- * `after` ids with each group name replaced by every task of the group (`extract` ->
- * `extract.patrons`, `extract.items`); task ids and unknown ids pass through.
+ * Expands `after` ids: each group name becomes every task of the group (`extract` ->
+ * `extract.patrons`, `extract.items`, in declaration order); task ids and unknown ids pass
+ * through. The groups are indexed once per DAG.
  */
-function expandGroups(after: readonly string[], ids: readonly string[]): string[] {
+function groupExpander(ids: readonly string[]): (after: readonly string[]) => string[] {
   const known = new Set(ids);
-  return after.flatMap((ref) => {
-    if (known.has(ref)) return [ref];
-    const members = ids.filter((id) => id.startsWith(`${ref}.`));
-    return members.length > 0 ? members : [ref];
-  });
+  const groups = new Map<string, string[]>();
+  for (const id of ids) {
+    for (let at = id.indexOf("."); at >= 0; at = id.indexOf(".", at + 1)) {
+      const group = id.slice(0, at);
+      const members = groups.get(group);
+      if (members) members.push(id);
+      else groups.set(group, [id]);
+    }
+  }
+  return (after) => after.flatMap((ref) => known.has(ref) ? [ref] : groups.get(ref) ?? [ref]);
 }
 
 /** A task id that is also a group's name (`extract` and `extract.patrons`) is ambiguous. */
@@ -638,29 +644,56 @@ export function effectivePriorities(
   order: readonly string[],
   downstream: ReadonlyMap<string, readonly string[]>,
 ): Map<string, number> {
-  const reach = (start: string, next: (id: string) => readonly string[]): Set<string> => {
-    const seen = new Set<string>();
-    const stack = [...next(start)];
-    while (stack.length > 0) {
-      const id = stack.pop()!;
-      if (seen.has(id)) continue;
-      seen.add(id);
-      stack.push(...next(id));
+  const n = order.length;
+  const index = new Map(order.map((id, i) => [id, i]));
+  const weight = order.map((id) => tasks.get(id)!.priorityWeight);
+  const uniform = weight.every((w) => w === weight[0]);
+  const words = (n + 31) >>> 5;
+  /**
+   * Every task's transitive neighbours in one direction, as bit sets, built in one pass over the
+   * topological order (each task's set is its neighbours' sets joined), so that a long chain
+   * costs n^2/32 word operations instead of a walk per task.
+   */
+  const closure = (next: (id: string) => readonly string[], fromEnd: boolean) => {
+    const sets = new Array<Uint32Array>(n);
+    for (let k = 0; k < n; k++) {
+      const i = fromEnd ? n - 1 - k : k;
+      const bits = new Uint32Array(words);
+      for (const neighbour of next(order[i]!)) {
+        const j = index.get(neighbour)!;
+        const theirs = sets[j]!;
+        for (let w = 0; w < words; w++) bits[w]! |= theirs[w]!;
+        bits[j >>> 5]! |= 1 << (j & 31);
+      }
+      sets[i] = bits;
     }
-    return seen;
+    return sets;
+  };
+  const rules = new Set(order.map((id) => tasks.get(id)!.weightRule));
+  const below = rules.has("downstream") ? closure((x) => downstream.get(x) ?? [], true) : [];
+  const above = rules.has("upstream") ? closure((x) => tasks.get(x)!.after, false) : [];
+  const sum = (bits: Uint32Array): number => {
+    let total = 0;
+    for (let w = 0; w < words; w++) {
+      let word = bits[w]!;
+      if (word === 0) continue;
+      if (uniform) {
+        // Popcount: every task weighs the same.
+        word -= (word >>> 1) & 0x55555555;
+        word = (word & 0x33333333) + ((word >>> 2) & 0x33333333);
+        total += (((word + (word >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+        continue;
+      }
+      for (let b = 0; b < 32; b++) if (word & (1 << b)) total += weight[(w << 5) + b]!;
+    }
+    return uniform ? total * (weight[0] ?? 0) : total;
   };
   const out = new Map<string, number>();
-  for (const id of order) {
-    const t = tasks.get(id)!;
-    let total = t.priorityWeight;
-    if (t.weightRule !== "absolute") {
-      const others = t.weightRule === "downstream"
-        ? reach(id, (x) => downstream.get(x) ?? [])
-        : reach(id, (x) => tasks.get(x)!.after);
-      for (const o of others) total += tasks.get(o)!.priorityWeight;
-    }
-    out.set(id, total);
-  }
+  order.forEach((id, i) => {
+    const rule = tasks.get(id)!.weightRule;
+    const others = rule === "absolute" ? 0 : sum((rule === "downstream" ? below : above)[i]!);
+    out.set(id, weight[i]! + others);
+  });
   return out;
 }
 
@@ -703,7 +736,9 @@ export function resolveDag<P extends Record<string, unknown>>(
   const c = parsed.data;
   const defaults = c.defaults ?? {};
   const tasks = new Map<string, ResolvedTask>();
-  const groupProblem = groupConflicts(Object.keys(c.tasks));
+  const ids = Object.keys(c.tasks);
+  const groupProblem = groupConflicts(ids);
+  const expandGroups = groupExpander(ids);
   if (groupProblem) throw new DagError(`Cannot load ${describe(c.id, file)}: ${groupProblem}`);
   for (const [id, raw] of Object.entries(c.tasks)) {
     const spec = config.tasks[id] as TaskSpec;
@@ -714,7 +749,7 @@ export function resolveDag<P extends Record<string, unknown>>(
     tasks.set(id, {
       id,
       run: spec.run as (ctx: TaskContext) => unknown,
-      after: [...new Set([...expandGroups(raw.after ?? [], Object.keys(c.tasks)), ...over])],
+      after: [...new Set([...expandGroups(raw.after ?? []), ...over])],
       zone: raw.zone === "enclave" ? "enclave" : "shared",
       outputZone: "shared",
       checkpoint: raw.checkpoint === true,

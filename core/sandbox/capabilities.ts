@@ -150,13 +150,17 @@ export function capabilityProblems(
       problems.push(`may not declare connection "${c}": it is an enclave connection ${move}`);
     }
   }
-  const enclave = enclavePaths(env);
-  for (const [kind, list] of [["read", resolved.reads], ["write", resolved.writes]] as const) {
-    for (const p of list) {
-      const hit = enclave.find((e) => overlaps(resolve(p), e));
-      if (hit) problems.push(`may not ${kind} ${p}: it holds enclave data (${hit}) ${move}`);
+  // The deployment's enclave paths and variables are read only when there is something to check.
+  if (resolved.reads.length + resolved.writes.length > 0) {
+    const enclave = enclavePaths(env);
+    for (const [kind, list] of [["read", resolved.reads], ["write", resolved.writes]] as const) {
+      for (const p of list) {
+        const hit = enclave.find((e) => overlaps(resolve(p), e));
+        if (hit) problems.push(`may not ${kind} ${p}: it holds enclave data (${hit}) ${move}`);
+      }
     }
   }
+  if (resolved.env.length === 0) return problems;
   const enclaveVars = new Set<string>();
   for (const name of enclaveConnections(env)) enclaveVars.add(connectionVariable(name));
   for (const [name, z] of Object.entries(zones)) {
