@@ -52,6 +52,7 @@ import {
   type Decision,
   isFinal,
   type LostReason,
+  RunView,
   type TaskView,
   toBatch,
 } from "./decide.ts";
@@ -82,11 +83,14 @@ const MAX_CONFLICTS = 50;
 // ---------------------------------------------------------------------------------------------
 // What a worker knows of a run
 
-/** A run as a worker last read it: the run, its task instances, the version of that view. */
-class RunView {
+/**
+ * A run as a worker last read it: the run, its task instances (a decider's `RunView`, so that a
+ * decision costs what it changes, not the run's size), the version of that view.
+ */
+class SeenRun {
   constructor(
     public run: RunRecord,
-    readonly tasks: Map<string, TaskInstanceRecord>,
+    readonly tasks: RunView,
     public version: number,
   ) {}
 
@@ -99,12 +103,12 @@ class RunView {
 
 /** The runs a worker has read, refreshed by what changed since. */
 class RunViews {
-  readonly #views = new Map<string, RunView>();
+  readonly #views = new Map<string, SeenRun>();
   /** `alerts`: told of every decision recorded through these views (callbacks, SLA misses). */
   constructor(readonly store: StateStore, readonly alerts?: AlertDispatcher) {}
 
   /** The view of a run, read whole the first time, else refreshed when `stale` says so. */
-  async get(runId: string, stale: (v: RunView) => boolean = () => false): Promise<RunView> {
+  async get(runId: string, stale: (v: SeenRun) => boolean = () => false): Promise<SeenRun> {
     const known = this.#views.get(runId);
     if (known && !stale(known)) return known;
     return await this.refresh(runId);
@@ -114,7 +118,7 @@ class RunViews {
   async refresh(
     runId: string,
     held?: { jobKey: string; token: string },
-  ): Promise<RunView & { held?: boolean }> {
+  ): Promise<SeenRun & { held?: boolean }> {
     const known = this.#views.get(runId);
     const snapshot = await this.store.readRun(runId, {
       since: known?.version ?? -1,
@@ -123,7 +127,7 @@ class RunViews {
     if (!snapshot) throw new Error(`Cannot read run "${runId}": it was deleted meanwhile`);
     let view = known;
     if (!view) {
-      view = new RunView(snapshot.run, new Map(), snapshot.run.version);
+      view = new SeenRun(snapshot.run, new RunView(), snapshot.run.version);
       this.#views.set(runId, view);
       if (this.#views.size > 512) this.#views.delete(this.#views.keys().next().value!);
     }
@@ -180,7 +184,7 @@ async function settle(
   views: RunViews,
   runId: string,
   dag: ResolvedDag,
-  make: (view: RunView) => {
+  make: (view: SeenRun) => {
     decision: Decision;
     batch: ReturnType<typeof toBatch>;
     /** Decisions recorded with it before (an enclave unit's, run in place). */

@@ -184,3 +184,43 @@ Deno.test("decide (incremental): a RunView counts only the DAG's tasks, as the d
   view.set("a", ended.transitions[0]!.next);
   assert.deepEqual(view.summary(dag), { unfinished: 0, active: [] });
 });
+
+Deno.test("decide (workers): a task's end in a long chain looks at what it changes, not at every task", () => {
+  /** A view that counts the task instances a decision reads. */
+  class CountingView extends RunView {
+    reads = 0;
+    override get(id: string): TaskView | undefined {
+      this.reads++;
+      return super.get(id);
+    }
+  }
+  const n = 3000;
+  const tasks: DagConfig["tasks"] = {};
+  for (let i = 0; i < n; i++) {
+    tasks[`t${i}`] = task({ after: i === 0 ? [] : [`t${i - 1}`], run: () => 1 });
+  }
+  const dag = dagOf(tasks);
+  const view = new CountingView(records(dag));
+  const mid = n / 2;
+  for (let i = 0; i < mid; i++) {
+    view.set(`t${i}`, { ...view.get(`t${i}`)!, state: "success", tryNumber: 1 });
+  }
+  view.set(`t${mid}`, { ...view.get(`t${mid}`)!, state: "running", tryNumber: 1 });
+  view.reads = 0;
+  const d = decide({
+    ...base(dag, view, T0),
+    mode: "workers",
+    slots: 1,
+    outcomes: new Map([[`t${mid}`, {
+      kind: "success",
+      value: 1,
+      startedAt: T0,
+      endedAt: T0,
+      counts: [],
+    }]]),
+  });
+  // The end is recorded and the next task handed to the same worker.
+  assert.deepEqual(trace(d).moves, [`t${mid}:running->success`, `t${mid + 1}:scheduled->running`]);
+  assert.deepEqual(d.start, [`t${mid + 1}`]);
+  assert.ok(view.reads < 50, `${view.reads} task instances read for one task's end`);
+});
