@@ -1402,10 +1402,10 @@ class Decider {
     }
   }
 
-  /** A unit member whose external upstream changed makes its unit a candidate. */
   /**
    * The tasks a worker decision looks at, by priority: those whose upstreams changed, and every
-   * member of an enclave unit one of them belongs to. Sorting the frontier costs what changed,
+   * member of an enclave unit one of them belongs to (a unit member whose external upstream
+   * changed makes its unit a candidate). Sorting the frontier costs what changed,
    * not the size of the DAG (a walk of the whole DAG per decision made a run quadratic).
    */
   #workerCandidates(): string[] {
