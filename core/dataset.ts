@@ -111,11 +111,6 @@ export interface DatasetWriter {
   write(record: unknown): Promise<void>;
   /** Writes records in order, as `write` would one by one (the array is not kept). */
   writeBatch(records: readonly unknown[]): Promise<void>;
-  /**
-   * Writes `records` records given as JSON Lines text (each line `JSON.stringify` output ending
-   * with a newline, as {@linkcode Workspace.readJsonLines} gives them), without parsing them.
-   */
-  writeJsonLines(text: string, records: number): Promise<void>;
   /** Writes every record of an iterable; returns how many. */
   writeAll(records: Iterable<unknown> | AsyncIterable<unknown>): Promise<number>;
   /** Finishes the file and returns its handle. */
@@ -304,18 +299,17 @@ export class Workspace {
    * `JSON.parse` per line and gives the same values.
    */
   async *readBatches(ref: DatasetRef): AsyncIterable<unknown[]> {
-    for await (const text of this.readJsonLines(ref)) {
-      const batch = parseLines(text, text.length - 1);
+    for await (const text of this.#readJsonLines(ref)) {
+      const batch = parseLines(text);
       if (batch.length > 0) yield batch;
     }
   }
 
   /**
-   * Reads a dataset as its stored text: chunks of complete JSON Lines, each line ending with a
-   * newline (decrypted when the dataset is encrypted). What {@linkcode DatasetWriter.writeJsonLines}
-   * takes, for a task that hands records on unchanged.
+   * A dataset's stored text: chunks of complete JSON Lines, each line ending with a newline
+   * (decrypted when the dataset is encrypted).
    */
-  async *readJsonLines(ref: DatasetRef): AsyncIterable<string> {
+  async *#readJsonLines(ref: DatasetRef): AsyncIterable<string> {
     if (ref.$dataset.stored === "database") {
       yield* this.#readStoredLines(ref);
       return;
@@ -466,26 +460,13 @@ export async function* recordBatches(
 }
 
 /**
- * JSON Lines text (each line ending with a newline) as the text of one JSON array.
- *
- * @example
- * ```ts
- * import { jsonLinesAsArray } from "./dataset.ts";
- * jsonLinesAsArray('{"a":1}\n{"a":2}\n'); // '[{"a":1},{"a":2}]'
- * ```
- */
-export function jsonLinesAsArray(text: string): string {
-  return `[${text.slice(0, -1).replaceAll("\n", ",")}]`;
-}
-
-/**
- * Parses the JSON Lines of `text` up to the newline at `cut` as one array. A dataset's lines are
+ * Parses JSON Lines text (each line ending with a newline) as one array. A dataset's lines are
  * `JSON.stringify` output (never a raw newline inside), so joining them with commas makes one JSON
  * array; if that fails (a line is not JSON), the lines are parsed one by one, so the error is the
  * one that line gives.
  */
-function parseLines(text: string, cut: number): unknown[] {
-  const lines = text.slice(0, cut);
+function parseLines(text: string): unknown[] {
+  const lines = text.slice(0, -1);
   try {
     return JSON.parse(`[${lines.replaceAll("\n", ",")}]`) as unknown[];
   } catch {
@@ -588,14 +569,6 @@ function jsonLinesWriter(
   return {
     write,
     writeBatch,
-    writeJsonLines: async (text, n) => {
-      if (closed) throw new Error(`Cannot write record ${records + 1}: the dataset is closed`);
-      buffer.push(text);
-      size += text.length;
-      inChunk += n;
-      records += n;
-      if (size >= CHUNK) await flush();
-    },
     writeAll: (source) => writeEach(write, source, writeBatch),
     close: async () => {
       if (!closed) {

@@ -30,7 +30,7 @@
  * @module
  */
 import type { ResolvedDag, ResolvedTask, TaskContext } from "../dag.ts";
-import { Dataset, jsonLinesAsArray, jsonRecord, type Workspace, writeEach } from "../dataset.ts";
+import { Dataset, jsonRecord, type Workspace, writeEach } from "../dataset.ts";
 import { markPrivacySafe } from "../privacy/privacy_safe.ts";
 import {
   STREAM_CHUNKS,
@@ -300,7 +300,6 @@ class Pipe {
       write,
       writeBatch,
       writeJsonChunk,
-      writeJsonLines: (text, records) => writeJsonChunk(jsonLinesAsArray(text), records),
       writeAll: (source) => writeEach(write, source, writeBatch),
       close: async () => {
         if (this.#error) throw this.#error;

@@ -16,7 +16,6 @@ import {
   Dataset,
   type DatasetRef,
   type DatasetWriter,
-  jsonLinesAsArray,
   type Workspace,
   writeEach,
 } from "../dataset.ts";
@@ -312,12 +311,6 @@ export function portWriter(
   return {
     write,
     writeBatch,
-    writeJsonLines: async (text, records) => {
-      if (failed) throw failed;
-      await flush();
-      written += records;
-      await send(jsonLinesAsArray(text), records);
-    },
     writeAll: (source) => writeEach(write, source, writeBatch),
     close: async () => {
       if (failed) throw failed;

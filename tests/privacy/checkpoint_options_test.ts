@@ -9,7 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { z } from "zod";
 import { DagError, Dataset, defineDag, resolveDag, task, type TaskSpec } from "../../core/mod.ts";
 import { declareOutputSchema, privacyCheckpoint, schemaGate } from "../../operators/mod.ts";
@@ -58,16 +58,24 @@ async function quarantineFile(home: string, dataset: unknown): Promise<string> {
 
 Deno.test("privacyCheckpoint publishes what it checked, serialized again: stored text with a duplicate key does not pass on", async () => {
   await using dir = await withTmpDir();
-  // An upstream that writes its JSON Lines itself: the first "note" of each line carries a phone
-  // number; JSON.parse keeps the last one, so the check sees only "returned".
+  // An upstream that writes its JSON Lines file itself: the first "note" of each line carries a
+  // phone number; JSON.parse keeps the last one, so the check sees only "returned".
   const upstream = declareOutputSchema(
     task({
       run: async (ctx) => {
-        const out = await ctx.dataset("events");
         const line = (i: number) =>
           `{"patron_token":"${TOKEN}","item_id":"i${i}","note":"call SENTINEL (555) 867-5309","note":"returned"}\n`;
-        await out.writeJsonLines(Array.from({ length: 4 }, (_, i) => line(i + 1)).join(""), 4);
-        return await out.close();
+        const file = join(ctx.workspace.runDir, "extract", "events.jsonl");
+        await Deno.mkdir(dirname(file), { recursive: true });
+        await Deno.writeTextFile(file, Array.from({ length: 4 }, (_, i) => line(i + 1)).join(""));
+        return new Dataset({
+          $dataset: {
+            path: relative(ctx.workspace.home, file),
+            records: 4,
+            encrypted: false,
+            format: "jsonl",
+          },
+        }, ctx.workspace);
       },
     }),
     Event,
