@@ -50,6 +50,7 @@ import {
   pgliteLoad,
 } from "./sql_pglite.ts";
 import { MYSQL_MAX_PARAMETERS, mysqlExtract, mysqlLoad, type MysqlServer } from "./sql_mysql.ts";
+import { STAGE_BYTES } from "./sql_copy.ts";
 
 export {
   quoteIdentifier,
@@ -111,6 +112,12 @@ export interface SqlLoadOptions {
   signal?: AbortSignal;
   /** Where connection names are looked up (default `Deno.env`). */
   env?: EnvReader;
+  /**
+   * PostgreSQL and PGlite: bytes of COPY text staged before the rows move into the target
+   * (default 16 MB), so the staging table stays small whatever the load's size. An
+   * `onConflict: "update"` load moves its rows once, at the end.
+   */
+  stageBytes?: number;
 }
 
 /** Which driver serves a source, with what it needs to open it. */
@@ -315,6 +322,7 @@ export async function sqlLoad(
     timeoutMs,
     signal: options.signal,
     update: target.onConflict === "update",
+    stageBytes: positiveInteger(options.stageBytes ?? STAGE_BYTES, "stageBytes"),
   };
   switch (to.kind) {
     case "pglite":

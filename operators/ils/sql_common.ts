@@ -189,6 +189,8 @@ export interface LoadPlan {
   signal: AbortSignal | undefined;
   /** `target.onConflict === "update"`. */
   update: boolean;
+  /** PostgreSQL and PGlite: COPY text staged before each INSERT (not with `update`). */
+  stageBytes: number;
 }
 
 /** The DDL for `dialect` from {@linkcode SqlLoadTarget.createSql}, or `undefined`. */

@@ -7,8 +7,9 @@
  *   {@linkcode COPY_CHUNK_BYTES} so memory stays flat and no COPY statement waits on a slow
  *   producer.
  * - {@linkcode stagedLoadStatements}: `CREATE TEMP TABLE ... ON COMMIT DROP` shaped like the
- *   target's columns, and the one `INSERT ... SELECT ... ON CONFLICT` that moves the staged rows
- *   into the target (`DO NOTHING`, or `DO UPDATE ... WHERE ... IS DISTINCT FROM`).
+ *   target's columns, and the `INSERT ... SELECT ... ON CONFLICT` that moves the staged rows
+ *   into the target (`DO NOTHING` every {@linkcode STAGE_BYTES}, or `DO UPDATE ... WHERE ... IS
+ *   DISTINCT FROM` once at the end).
  * - {@linkcode CopyTextReader}: the lines of a `COPY ... TO STDOUT` as fields, unescaped.
  * - {@linkcode bindAsSettings}: a query's `$n` placeholders as transaction-local settings, since
  *   COPY takes no bind parameters and values must never be spliced into statement text (where
@@ -21,6 +22,14 @@ import { checkRow, quoteIdentifier, type Row, rowBatchReader, SqlError } from ".
 
 /** Encoded bytes per COPY statement of a load (a chunk ends at the first row past it). */
 export const COPY_CHUNK_BYTES = 1 << 20;
+
+/**
+ * COPY text a load stages before it moves the rows into the target (`DO NOTHING` loads only): the
+ * staging table stays this small whatever the load's size, instead of growing to a copy of it in
+ * the server's temporary files. An `onConflict: "update"` load stages everything and moves it
+ * once, since a key repeated anywhere in the load must count once, with its last row.
+ */
+export const STAGE_BYTES = 16 << 20;
 
 const ESCAPES = /[\\\t\n\r]/g;
 const ESCAPED: Readonly<Record<string, string>> = {
@@ -183,16 +192,21 @@ export interface StagedLoad {
    * with `update` it returns one row `{ inserted, updated }`.
    */
   insert: string;
+  /** Empties the staging table after an `insert` that more rows follow (`TRUNCATE`). */
+  clear: string;
 }
 
 /**
  * The statements of a staged load: a temporary table with the target's column types
  * (`CREATE TEMP TABLE ... AS SELECT <columns> FROM <target> WITH NO DATA`, dropped at commit), the
- * COPY into it, and one `INSERT ... SELECT ... ON CONFLICT (<key>) DO NOTHING`, or with `update`
- * `DO UPDATE SET` the other columns `WHERE` they are `IS DISTINCT FROM` the stored ones.
+ * COPY into it, and an `INSERT ... SELECT ... ON CONFLICT (<key>) DO NOTHING` each time
+ * {@linkcode STAGE_BYTES} are staged (then `TRUNCATE`) and at the end, or with `update` one
+ * `DO UPDATE SET` of the other columns `WHERE` they are `IS DISTINCT FROM` the stored ones, at
+ * the end.
  *
- * Repeated keys within one load: `DO NOTHING` keeps the first (a temporary table is read in the
- * order its rows were copied: no synchronized scans, no parallel workers, no reused space), and
+ * Repeated keys within one load: `DO NOTHING` keeps the first (staged rows are inserted in order, and a
+ * temporary table is read in the order its rows were copied: no synchronized scans, no parallel
+ * workers, no reused space), and
  * `DO UPDATE` keeps the last (`DISTINCT ON (<key>) ... ORDER BY <key>, ctid DESC`, since one
  * statement may not update a row twice).
  *
@@ -227,6 +241,7 @@ export function stagedLoadStatements(
     create,
     copy: (source) => `COPY ${stage} (${columns}) FROM ${source}`,
     insert,
+    clear: `TRUNCATE ${stage}`,
   };
 }
 

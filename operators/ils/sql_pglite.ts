@@ -169,7 +169,8 @@ export async function* pgliteExtract<T>(
 /**
  * Loads rows into PGlite in one transaction, as `postgresLoad` does on a server: each chunk of
  * about 1 MB of COPY text goes in with `COPY ... FROM '/dev/blob'` into the temporary staging
- * table, then one idempotent `INSERT ... SELECT ... ON CONFLICT` moves the rows.
+ * table, and an idempotent `INSERT ... SELECT ... ON CONFLICT` moves the rows each time
+ * `plan.stageBytes` of COPY text are staged, and at the end (with `update`, once at the end).
  */
 export async function pgliteLoad(embedded: Embedded, plan: LoadPlan): Promise<SqlLoadResult> {
   const { target, rows, timeoutMs, signal } = plan;
@@ -203,18 +204,31 @@ export async function pgliteLoad(embedded: Embedded, plan: LoadPlan): Promise<Sq
     }
     await tx.exec(staged.create);
     const copy = staged.copy("'/dev/blob'");
+    // The rows staged since the last INSERT: an INSERT's error names their span.
+    let staging: { first: number; count: number; bytes: number } | undefined;
+    const move = async (more: boolean) => {
+      if (staging === undefined) return;
+      copying = staging;
+      const result = await tx.query<{ inserted?: unknown; updated?: unknown }>(staged.insert);
+      if (plan.update) {
+        moved.inserted = Number(result.rows[0]?.inserted ?? 0);
+        moved.updated = Number(result.rows[0]?.updated ?? 0);
+      } else moved.inserted += result.affectedRows ?? 0;
+      copying = staging = undefined;
+      if (more) await tx.exec(staged.clear);
+    };
     await chunks.run(rows, async (text, first, count) => {
       if (signal?.aborted) throw new SqlError(`${action}: aborted`, "ABORTED");
       copying = { first, count };
       await tx.query(copy, [], { blob: new Blob([text]) });
       copying = undefined;
+      staging ??= { first, count: 0, bytes: 0 };
+      staging.count += count;
+      staging.bytes += text.length;
+      if (!plan.update && staging.bytes >= plan.stageBytes) await move(true);
     });
     if (signal?.aborted) throw new SqlError(`${action}: aborted`, "ABORTED");
-    const result = await tx.query<{ inserted?: unknown; updated?: unknown }>(staged.insert);
-    if (plan.update) {
-      moved.inserted = Number(result.rows[0]?.inserted ?? 0);
-      moved.updated = Number(result.rows[0]?.updated ?? 0);
-    } else moved.inserted = result.affectedRows ?? 0;
+    await move(false);
     await tx.exec("COMMIT");
     committed = true;
   } catch (err) {

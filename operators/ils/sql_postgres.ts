@@ -1,7 +1,7 @@
 /**
  * The PostgreSQL driver of `sqlExtract` and `sqlLoad`, on postgres.js: `COPY (query) TO STDOUT`
  * in a read-only transaction for extracts; `COPY ... FROM STDIN` into a temporary staging table
- * and one idempotent `INSERT ... SELECT ... ON CONFLICT` in one transaction for loads (see
+ * and idempotent `INSERT ... SELECT ... ON CONFLICT` statements in one transaction for loads (see
  * `sql_copy.ts`). PGlite (`sql_pglite.ts`) speaks the same dialect and shares
  * {@linkcode describePostgresError}, the staged load and its error positions.
  *
@@ -604,8 +604,9 @@ async function copyIn(
 /**
  * Loads rows into PostgreSQL in one transaction: creates the table first when it is missing and
  * the target has DDL for it, copies the rows (`COPY ... FROM STDIN`, text format, in chunks of
- * about 1 MB) into a temporary staging table shaped like the target, then moves them with one
- * idempotent `INSERT ... SELECT ... ON CONFLICT` (see {@linkcode stagedLoadStatements}).
+ * about 1 MB) into a temporary staging table shaped like the target, and moves them with an
+ * idempotent `INSERT ... SELECT ... ON CONFLICT` each time `plan.stageBytes` of COPY text are
+ * staged, and at the end (with `update`, once at the end; see {@linkcode stagedLoadStatements}).
  */
 export async function postgresLoad(
   open: () => PostgresConnection,
@@ -655,17 +656,30 @@ export async function postgresLoad(
       }
       await exec(staged.create);
       const copy = staged.copy("STDIN");
+      // The rows staged since the last INSERT: an INSERT's error names their span.
+      let staging: { first: number; count: number; bytes: number } | undefined;
+      const move = async (more: boolean) => {
+        if (staging === undefined) return;
+        copying = staging;
+        const result = await exec(staged.insert);
+        if (plan.update) {
+          moved.inserted = Number(result[0]?.inserted ?? 0);
+          moved.updated = Number(result[0]?.updated ?? 0);
+        } else moved.inserted += result.count;
+        copying = staging = undefined;
+        if (more) await exec(staged.clear);
+      };
       await chunks.run(rows, async (text, first, count) => {
         if (signal?.aborted) throw new SqlError(`${action}: aborted`, "ABORTED");
         copying = { first, count };
         await copyIn(tx, copy, text, running);
         copying = undefined;
+        staging ??= { first, count: 0, bytes: 0 };
+        staging.count += count;
+        staging.bytes += text.length;
+        if (!plan.update && staging.bytes >= plan.stageBytes) await move(true);
       });
-      const result = await exec(staged.insert);
-      if (plan.update) {
-        moved.inserted = Number(result[0]?.inserted ?? 0);
-        moved.updated = Number(result[0]?.updated ?? 0);
-      } else moved.inserted = result.count;
+      await move(false);
     });
   } catch (err) {
     // Errors from the input iterable are the producer's own; pass them through untouched.

@@ -239,6 +239,46 @@ for (const kind of ["pglite", "postgres"] as const) {
             assert.equal(notNull.code, "23502");
             assert.match(notNull.message, /column "n"/);
             assert.equal(await db.count("big"), 60_000);
+            // Staged rows move into the target every `stageBytes` (here: after each 1 MB chunk): a
+            // row the INSERT refuses is placed within what was staged (the staging table has no
+            // NOT NULL, so the COPY took it), and nothing of the load stays.
+            function* later(bad: number): Generator<Row> {
+              for (let id = 60_001; id <= 120_000; id++) {
+                yield { id, pad, n: id === bad ? null : id };
+              }
+            }
+            const late = await rejects(
+              sqlLoad(db.source, big, later(117_321), { stageBytes: 1 }),
+            );
+            assert.equal(late.code, "23502");
+            const range = /, rows (\d+)-(\d+): /.exec(late.message);
+            assert.ok(range, late.message);
+            const [from, to] = [Number(range[1]), Number(range[2])];
+            // Positions count the load's input from 1: row 117,321 is its 57,321st.
+            assert.ok(from <= 57_321 && 57_321 <= to && to - from < 20_000, late.message);
+            assert.equal(await db.count("big"), 60_000);
+            // By default (16 MB) these 9 MB move at the end, in one INSERT: the span is the load.
+            const whole = await rejects(sqlLoad(db.source, big, later(117_321)));
+            assert.match(whole.message, /, rows 1-60000: /);
+            // A key repeated in a later chunk keeps its first row (a rerun adds nothing).
+            function* repeated(): Generator<Row> {
+              for (let id = 200_001; id <= 230_000; id++) yield { id, pad, n: 1 };
+              for (let id = 200_001; id <= 230_000; id++) yield { id, pad, n: 2 };
+            }
+            assert.deepEqual(await sqlLoad(db.source, big, repeated(), { stageBytes: 1 }), {
+              inserted: 30_000,
+              skipped: 30_000,
+            });
+            const [sum] = await drain(
+              sqlExtract<{ n: number }>(
+                db.source,
+                "SELECT sum(n)::int AS n FROM big WHERE id > $1",
+                [
+                  200_000,
+                ],
+              ),
+            );
+            assert.equal(sum?.n, 30_000);
           },
         );
 
