@@ -17,6 +17,7 @@ import { errorMessage } from "./errors.ts";
 import { combinedVersion, moduleHashes } from "./dag_version.ts";
 import { formatDuration, parseDuration } from "./duration.ts";
 import type { ProbeEvent, ProbeRequest } from "./loader_probe.ts";
+import { registerSandboxedTasks } from "./sandbox/run.ts";
 
 /** A file that could not be loaded. */
 export interface LoadError {
@@ -307,6 +308,8 @@ async function importChecked(path: string, url: string, timeoutMs: number): Prom
     const dag = resolveDag(mod.default, file);
     // A sandbox Worker imports the file itself to find the task bodies.
     for (const t of dag.tasks.values()) t.module = url;
+    // Registered again under the URL a sandbox Worker imports (a fresh load adds `?v=`).
+    registerSandboxedTasks([...dag.tasks.values()]);
     const modules = await moduleHashes(path);
     if (Object.keys(modules).length > 0) {
       dag.modules = modules;

@@ -3,7 +3,8 @@
  * next one with the same permissions (its module cache keeps the engine and the DAG file), so a
  * run pays for a Worker once per permission set, not once per task. Workers live while a scope
  * is open (a run in this process, a worker process); when the last scope closes, idle Workers
- * are terminated. A Worker whose attempt was aborted or crashed is terminated, never reused.
+ * are terminated. A Worker whose attempt was aborted or crashed is terminated, never reused, and
+ * so is one that no task of its run still to finish needs (`run.ts` decides).
  *
  * Starting a Worker with its own permissions needs Deno's `--unstable-worker-options` (set in
  * `deno.json` and in every task and shebang that starts Carrel): without it Deno would exit the
@@ -29,14 +30,24 @@ export interface SandboxWorker {
   onError: ((message: string) => void) | undefined;
   /** An uncaught error ended it (a stray rejection, even while idle): never reused. */
   broken: boolean;
+  /** Terminated. */
+  ended: boolean;
 }
 
 const idle = new Map<string, SandboxWorker[]>();
 let scopes = 0;
 let enabled: boolean | undefined;
 
-/** Workers started since the process began (the bench reports it). */
-export const sandboxStats = { started: 0 };
+/** Workers started since the process began (the bench reports it), and those still running. */
+export const sandboxStats = { started: 0, live: 0 };
+
+/** Ends a Worker (once). */
+function terminate(w: SandboxWorker): void {
+  if (w.ended) return;
+  w.ended = true;
+  sandboxStats.live--;
+  w.worker.terminate();
+}
 
 /**
  * Whether this process may start Workers with their own permissions: started with
@@ -84,16 +95,21 @@ export function sandboxScope(): Disposable {
       if (!open) return;
       open = false;
       if (--scopes === 0) {
-        for (const list of idle.values()) for (const w of list) w.worker.terminate();
+        for (const list of idle.values()) for (const w of list) terminate(w);
         idle.clear();
       }
     },
   };
 }
 
+/** The pool's key for a permission set: Workers are shared by equal keys only. */
+export function permissionKey(permissions: SandboxPermissions): string {
+  return JSON.stringify(permissions);
+}
+
 /** An idle Worker with these permissions, or a new one. */
 export function acquireWorker(permissions: SandboxPermissions): SandboxWorker {
-  const key = JSON.stringify(permissions);
+  const key = permissionKey(permissions);
   const waiting = idle.get(key);
   let reused = waiting?.pop();
   while (reused?.broken) reused = waiting?.pop();
@@ -111,6 +127,7 @@ export function acquireWorker(permissions: SandboxPermissions): SandboxWorker {
     deno: { permissions },
   });
   sandboxStats.started++;
+  sandboxStats.live++;
   let readyResolve!: () => void;
   const ready = new Promise<void>((r) => readyResolve = r);
   const entry: SandboxWorker = {
@@ -120,6 +137,7 @@ export function acquireWorker(permissions: SandboxPermissions): SandboxWorker {
     onMessage: undefined,
     onError: undefined,
     broken: false,
+    ended: false,
   };
   worker.onmessage = (e: MessageEvent<FromSandbox>) => {
     if (e.data.type === "ready") readyResolve();
@@ -128,7 +146,7 @@ export function acquireWorker(permissions: SandboxPermissions): SandboxWorker {
   worker.onerror = (e: ErrorEvent) => {
     e.preventDefault();
     entry.broken = true;
-    worker.terminate();
+    terminate(entry);
     readyResolve();
     entry.onError?.(e.message || "the sandbox Worker failed");
   };
@@ -145,11 +163,17 @@ export function prewarmWorker(
   dagId: string,
 ): void {
   if (scopes === 0 || !workerOptionsEnabled()) return;
-  const key = JSON.stringify(permissions);
+  const key = permissionKey(permissions);
   if ((idle.get(key)?.length ?? 0) > 0) return;
   const w = acquireWorker(permissions);
   w.worker.postMessage({ type: "warm", module, dagId });
   releaseWorker(w, true);
+}
+
+/** Terminates the idle Workers with pool key `key`: no task still to run needs them. */
+export function retireWorkers(key: string): void {
+  for (const w of idle.get(key) ?? []) terminate(w);
+  idle.delete(key);
 }
 
 /** Gives a Worker back: kept for the next attempt while a scope is open, else terminated. */
@@ -157,7 +181,7 @@ export function releaseWorker(w: SandboxWorker, reusable: boolean): void {
   w.onMessage = undefined;
   w.onError = undefined;
   if (!reusable || w.broken || scopes === 0) {
-    w.worker.terminate();
+    terminate(w);
     return;
   }
   const list = idle.get(w.key) ?? [];

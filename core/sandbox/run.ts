@@ -12,7 +12,13 @@ import { FatalTaskError, RescheduleTask, SkipTask } from "../errors.ts";
 import { markPrivacySafe } from "../privacy/privacy_safe.ts";
 import { SandboxDeniedError } from "./denial.ts";
 import { sandboxPermissions } from "./permissions.ts";
-import { acquireWorker, prewarmWorker, releaseWorker } from "./pool.ts";
+import {
+  acquireWorker,
+  permissionKey,
+  prewarmWorker,
+  releaseWorker,
+  retireWorkers,
+} from "./pool.ts";
 import type { SandboxErrorData, SandboxJob } from "./protocol.ts";
 import {
   isStreamed,
@@ -23,16 +29,28 @@ import {
   type StreamOutput,
 } from "./stream_ports.ts";
 
-/** Workspaces (runs) whose sandboxes were warmed up. */
-const warmed = new WeakSet<object>();
+/**
+ * What a run (by its workspace) knows of its sandboxes: each strict task's permission set (its
+ * pool key), and the tasks whose attempt succeeded.
+ */
+interface RunSandboxes {
+  readonly keys: Map<string, string>;
+  readonly done: Set<string>;
+}
+
+/** Runs whose sandboxes were warmed up, by workspace. */
+const runs = new WeakMap<object, RunSandboxes>();
 
 /**
  * At a run's first sandboxed attempt, starts one Worker per permission set of the run's other
- * strict tasks, so their start-up overlaps the work before them instead of adding to it.
+ * strict tasks, so their start-up overlaps the work before them instead of adding to it, and
+ * notes each task's permission set.
  */
-function prewarm(t: ResolvedTask, ctx: TaskContext): void {
-  if (warmed.has(ctx.workspace)) return;
-  warmed.add(ctx.workspace);
+function prewarm(t: ResolvedTask, ctx: TaskContext, key: string): RunSandboxes {
+  const known = runs.get(ctx.workspace);
+  if (known) return known;
+  const run: RunSandboxes = { keys: new Map([[t.id, key]]), done: new Set() };
+  runs.set(ctx.workspace, run);
   const siblings = dagTasks.get(t.module!) ?? [];
   for (const other of siblings) {
     if (other === t || !isSandboxed(other) || other.module !== t.module) continue;
@@ -42,9 +60,34 @@ function prewarm(t: ResolvedTask, ctx: TaskContext): void {
         ctx.params as Record<string, unknown>,
         ctx.workspace,
       );
-      prewarmWorker(permissions, t.module!, ctx.dagId);
+      const theirs = permissionKey(permissions);
+      run.keys.set(other.id, theirs);
+      // The Worker this attempt runs in serves its permission set's later tasks.
+      if (theirs !== key) prewarmWorker(permissions, t.module!, ctx.dagId);
     } catch { /* refused: its own attempt says why */ }
   }
+  return run;
+}
+
+/**
+ * Whether a Worker with pool key `key` may serve another task of the run once `t` succeeded:
+ * some task not done yet has the same permissions (a task whose permission set is unknown
+ * counts, so nothing is let go that might be needed). Workers nothing needs any more are
+ * terminated at once, this one and idle ones with its permissions: each holds what its tasks
+ * left behind (an embedded database's memory, say) until then.
+ */
+function stillNeeded(run: RunSandboxes, t: ResolvedTask, key: string): boolean {
+  // A mapped task's other instances may still run with the same permissions.
+  if (t.expand !== undefined) return true;
+  run.done.add(t.id);
+  const siblings = dagTasks.get(t.module!);
+  if (siblings === undefined) return true;
+  for (const other of siblings) {
+    if (run.done.has(other.id) || !isSandboxed(other) || other.module !== t.module) continue;
+    const theirs = run.keys.get(other.id);
+    if (theirs === undefined || theirs === key) return true;
+  }
+  return false;
 }
 
 /** The tasks of each loaded DAG file, by module URL (for warming up). */
@@ -107,6 +150,7 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
   // ports are closed (an open one keeps the process alive) and the Worker released in any case.
   const served: Served[] = [];
   let reusable = false;
+  let retire = false;
   try {
     const streamedInputs: Record<string, MessagePort> = {};
     for (const [k, v] of Object.entries(ctx.inputs)) {
@@ -142,7 +186,7 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
         }
         : {}),
     };
-    prewarm(t, ctx);
+    const run = prewarm(t, ctx, w.key);
     return await new Promise<unknown>((resolve, reject) => {
       const onAbort = () => {
         w.worker.postMessage({ type: "abort" });
@@ -152,7 +196,9 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
       ctx.signal.addEventListener("abort", onAbort, { once: true });
       const settle = (ok: boolean, value: unknown) => {
         ctx.signal.removeEventListener("abort", onAbort);
-        reusable = true;
+        // A failed attempt keeps its Worker for a retry.
+        reusable = !ok || stillNeeded(run, t, w.key);
+        retire = !reusable;
         if (ok) resolve(value);
         else reject(value);
       };
@@ -218,5 +264,6 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
   } finally {
     for (const s of served) s.close();
     releaseWorker(w, reusable && !ctx.signal.aborted);
+    if (retire) retireWorkers(w.key);
   }
 }

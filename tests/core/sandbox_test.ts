@@ -457,6 +457,59 @@ Deno.test("sandbox: a body that crashes its Worker fails its attempt, and the ne
   assert.equal(result.outputs.get("after_crash"), "ran");
 });
 
+Deno.test("sandbox: a Worker no task still to run needs is terminated when its last task succeeds", async () => {
+  await using tmp = await withTmpDir();
+  const [one, two] = [join(tmp.path, "one"), join(tmp.path, "two")];
+  await Deno.mkdir(one);
+  await Deno.mkdir(two);
+  await Deno.writeTextFile(join(one, "x.txt"), "1");
+  await Deno.writeTextFile(join(two, "x.txt"), "2");
+  // first and again share a permission set; then and last each have their own. The probes run in
+  // this process (no sandbox) and count the Workers still running.
+  const probe = "__carrelSandboxLive";
+  (globalThis as Record<string, unknown>)[probe] = () => sandboxStats.live;
+  const { dags, errors } = await load(
+    tmp.path,
+    dagSource(`
+    first: task({ reads: [${JSON.stringify(one)}], run: () => Deno.readTextFile(${
+      JSON.stringify(join(one, "x.txt"))
+    }) }),
+    probe1: task({ after: ["first"], sandbox: "none", run: () => globalThis[${
+      JSON.stringify(probe)
+    }]() }),
+    then: task({ after: ["probe1"], reads: [${JSON.stringify(two)}], run: () => Deno.readTextFile(${
+      JSON.stringify(join(two, "x.txt"))
+    }) }),
+    probe2: task({ after: ["then"], sandbox: "none", run: () => globalThis[${
+      JSON.stringify(probe)
+    }]() }),
+    again: task({ after: ["probe2"], reads: [${JSON.stringify(one)}], run: () => "again" }),
+    probe3: task({ after: ["again"], sandbox: "none", run: () => globalThis[${
+      JSON.stringify(probe)
+    }]() }),
+    last: task({ after: ["probe3"], run: () => "last" }),`),
+  );
+  assert.deepEqual(errors, []);
+  const before = sandboxStats.live;
+  const started = sandboxStats.started;
+  const result = await executeRun({
+    dag: dags.get("sbx")!,
+    interval: INTERVAL,
+    params: {},
+    home: join(tmp.path, "home"),
+  });
+  assert.equal(result.state, "success");
+  const live = (id: string) => (result.outputs.get(id) as number) - before;
+  // At the first task, one Worker per permission set started (three). After first, its Worker
+  // stays (again needs it); then's goes after then, and the shared one after again.
+  assert.equal(live("probe1"), 3);
+  assert.equal(sandboxStats.started - started, 3);
+  assert.equal(live("probe2"), 2);
+  assert.equal(live("probe3"), 1);
+  assert.equal(sandboxStats.live, before, "the run's end terminated the rest");
+  delete (globalThis as Record<string, unknown>)[probe];
+});
+
 Deno.test("sandbox: a mapped task's expansion and instances run in the Worker, denied like any other body", async () => {
   await using tmp = await withTmpDir();
   Deno.env.set("PII_HMAC_KEY", KEY);
