@@ -582,6 +582,11 @@ export interface ResolvedDag {
   alerts: ResolvedAlerts;
   /** The time limit of each alert callback. */
   callbackTimeoutMs: number;
+  /**
+   * `"strict"` when the DAG sets `sandbox: "strict"` and was loaded from a file: its run-level
+   * callbacks then run in a sandbox (a task's follow the task's mode).
+   */
+  sandbox: SandboxMode;
   /** The hashes of its file and the local modules it imports, by path (set by the loader). */
   modules?: Record<string, string>;
 }
@@ -847,6 +852,7 @@ export function resolveDag<P extends Record<string, unknown>>(
     tags: [...(c.tags ?? [])],
     alerts: resolveAlerts(config),
     callbackTimeoutMs: parseDuration(c.callbackTimeout ?? "60s")!,
+    sandbox: c.sandbox === "strict" && file !== undefined ? "strict" : "none",
   };
 }
 

@@ -41,7 +41,16 @@ export {
 } from "./dag.ts";
 export { group, type GroupOptions } from "./group.ts";
 export { type Duration, formatDuration, parseDuration } from "./duration.ts";
-export type { Alert, AlertCallback, AlertEvent, AlertHook, AlertOptions } from "./alerts/alert.ts";
+export type {
+  Alert,
+  AlertCallback,
+  AlertEvent,
+  AlertHook,
+  AlertOptions,
+  CallbackNeeds,
+  CallbackNeedsOf,
+} from "./alerts/alert.ts";
+export { declareCallbackNeeds } from "./alerts/alert.ts";
 export { DagError, FatalTaskError, SkipTask, UsageError } from "./errors.ts";
 export { isPrivacySafe, markPrivacySafe, PrivacySafeError } from "./privacy/privacy_safe.ts";
 export { canonicalJson, jobKey, runIdFor, sha256Hex } from "./job_key.ts";

@@ -63,6 +63,54 @@ export interface Alert {
 /** A callback: receives the alert and a signal that aborts at its time limit. */
 export type AlertCallback = (alert: Alert, signal: AbortSignal) => unknown;
 
+/**
+ * What a callback needs when it runs in a sandbox (the callbacks of a strict DAG or task): hosts
+ * (`host:port`) it may connect to, environment variables it may read, and system facts a client
+ * library reads (`"hostname"`). Nothing else: no files but Carrel's and the DAG's code, no
+ * processes.
+ */
+export interface CallbackNeeds {
+  net?: readonly string[];
+  env?: readonly string[];
+  sys?: readonly string[];
+}
+
+/** Works out a callback's needs when it fires (a URL may come from a variable). */
+export type CallbackNeedsOf = (env: { get(name: string): string | undefined }) => CallbackNeeds;
+
+/** Where a callback keeps its needs (a registry symbol: the same in a sandbox Worker). */
+const NEEDS = Symbol.for("carrel.callbackNeeds");
+
+/**
+ * Declares what `callback` needs when it runs in a sandbox; returns the callback. The ready-made
+ * notifiers declare theirs; a callback that declares nothing gets no network, no variables.
+ *
+ * @example
+ * ```ts
+ * import { callbackNeeds, declareCallbackNeeds } from "./alert.ts";
+ * const ping = declareCallbackNeeds(async () => {
+ *   await fetch("https://status.example.org/ping", { method: "POST" });
+ * }, () => ({ net: ["status.example.org:443"] }));
+ * callbackNeeds(ping, Deno.env); // { net: ["status.example.org:443"] }
+ * ```
+ */
+export function declareCallbackNeeds<T extends AlertCallback>(
+  callback: T,
+  needs: CallbackNeedsOf,
+): T {
+  Object.defineProperty(callback, NEEDS, { value: needs });
+  return callback;
+}
+
+/** What `callback` declared it needs (nothing when it declared nothing), worked out now. */
+export function callbackNeeds(
+  callback: AlertCallback,
+  env: { get(name: string): string | undefined },
+): CallbackNeeds {
+  const of = (callback as unknown as { [NEEDS]?: CallbackNeedsOf })[NEEDS];
+  return typeof of === "function" ? of(env) : {};
+}
+
 /** The callbacks and SLA a DAG or a task declares. */
 export interface AlertOptions {
   /** A task (or, at DAG level, the run) failed. */

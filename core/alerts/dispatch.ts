@@ -23,6 +23,7 @@ import type { Decision } from "../run/decide.ts";
 import type { ExecutorEvent } from "../run/events.ts";
 import { parseInstanceId } from "../run/mapping.ts";
 import type { RunRecord, StateStore, TaskState } from "../state/store.ts";
+import { placeOf, runCallbackSandboxed, sandboxesCallback } from "../sandbox/callback.ts";
 import {
   type Alert,
   type AlertCallback,
@@ -346,10 +347,17 @@ export class AlertDispatcher {
     try {
       // A frozen copy: one callback cannot change what the next receives.
       const payload = Object.freeze({ ...alert, counts: { ...alert.counts } });
-      await Promise.race([
-        Promise.resolve().then(() => callback(payload, controller.signal)),
-        limit,
-      ]);
+      // A strict DAG's (or task's) callback runs in a sandbox with only what it declared.
+      const place = placeOf(
+        dag,
+        alert.taskId === null ? null : taskOf(dag, alert.taskId)?.id ?? null,
+        alert.hook,
+        callback,
+      );
+      const run = place !== undefined && sandboxesCallback(dag, place)
+        ? () => runCallbackSandboxed(dag, place, callback, payload, controller.signal)
+        : () => callback(payload, controller.signal);
+      await Promise.race([Promise.resolve().then(run), limit]);
       log.info("Alert {hook} ({callback}) sent for {what} of run {runId}", {
         hook: alert.hook,
         callback: name,

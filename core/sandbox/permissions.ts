@@ -232,3 +232,33 @@ export function sandboxPermissions(
     import: false,
   };
 }
+
+/**
+ * The permission set of an alert callback of the DAG file `module` in a sandbox: Carrel's and
+ * the DAG's code to read, and exactly the hosts, variables and system facts it declared
+ * (`declareCallbackNeeds`); no writes, no processes, no native code.
+ *
+ * @example
+ * ```ts ignore
+ * callbackPermissions("file:///srv/dags/d.ts", { net: ["hooks.example.org:443"] });
+ * ```
+ */
+export function callbackPermissions(
+  module: string,
+  needs: { net?: readonly string[]; env?: readonly string[]; sys?: readonly string[] },
+): SandboxPermissions {
+  const read = new Set<string>(codeFolders());
+  if (module.startsWith("file:")) { for (const f of moduleFiles(module)) read.add(f); }
+  const list = (v: readonly string[] | undefined) =>
+    v !== undefined && v.length > 0 ? [...new Set(v)].sort() : false as const;
+  return {
+    read: [...read].sort(),
+    write: [],
+    net: list(needs.net),
+    env: list(needs.env),
+    run: false,
+    ffi: false,
+    sys: list(needs.sys),
+    import: false,
+  };
+}

@@ -8,6 +8,7 @@
  */
 import type { WorkspaceTransfer } from "../dataset.ts";
 import type { Zone } from "../dag.ts";
+import type { Alert, AlertHook } from "../alerts/alert.ts";
 
 /** What the Worker needs to build `ctx` and find the task body. */
 export interface SandboxJob {
@@ -46,8 +47,22 @@ export interface SandboxWarm {
   dagId: string;
 }
 
+/**
+ * Run one alert callback of a DAG file: the DAG's own (`taskId` null) or a task's, the
+ * `index`-th of its `hook`, with the alert.
+ */
+export interface SandboxCallback {
+  type: "callback";
+  module: string;
+  dagId: string;
+  taskId: string | null;
+  hook: AlertHook;
+  index: number;
+  alert: Alert;
+}
+
 /** What the runner sends. */
-export type ToSandbox = SandboxJob | SandboxAbort | SandboxWarm;
+export type ToSandbox = SandboxJob | SandboxAbort | SandboxWarm | SandboxCallback;
 
 /** A thrown error, as data. */
 export interface SandboxErrorData {

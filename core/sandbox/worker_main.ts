@@ -1,6 +1,6 @@
 /**
- * The sandbox Worker: runs task bodies with the permissions it was started with and nothing
- * else. It imports the DAG file named in each job (once; the module cache keeps it), finds the
+ * The sandbox Worker: runs task bodies (and the alert callbacks of strict DAGs and tasks) with
+ * the permissions it was started with and nothing else. It imports the DAG file named in each job (once; the module cache keeps it), finds the
  * task in its default export by task id, builds `ctx` from the job (datasets opened again from
  * the workspace, so they stream), and proxies what needs the parent: logs and counts. Iterable
  * outputs become datasets here, like in-process. One job at a time. Not part of the public API.
@@ -16,11 +16,17 @@ import {
   type TaskContext,
 } from "../dag.ts";
 import { errorMessage, isPermanentError, RescheduleTask, SkipTask } from "../errors.ts";
-import { isPrivacySafe } from "../privacy/privacy_safe.ts";
+import { isPrivacySafe, markPrivacySafe } from "../privacy/privacy_safe.ts";
 import { materialize } from "../run/attempt.ts";
 import { mappedBody } from "../run/mapping.ts";
 import { findDenial } from "./denial.ts";
-import type { FromSandbox, SandboxErrorData, SandboxJob, ToSandbox } from "./protocol.ts";
+import type {
+  FromSandbox,
+  SandboxCallback,
+  SandboxErrorData,
+  SandboxJob,
+  ToSandbox,
+} from "./protocol.ts";
 import { PortDataset, portWriter } from "./stream_ports.ts";
 
 interface SandboxScope {
@@ -175,10 +181,30 @@ async function run(job: SandboxJob): Promise<void> {
   }
 }
 
+/** Runs one alert callback of the DAG file, found by owner, hook and position. */
+async function callback(job: SandboxCallback): Promise<void> {
+  controller = new AbortController();
+  try {
+    const dag = await dagOf(job.module, job.dagId);
+    const hooks = job.taskId === null ? dag.alerts.hooks : dag.tasks.get(job.taskId)?.alerts.hooks;
+    const fn = hooks?.[job.hook][job.index];
+    if (fn === undefined) {
+      throw markPrivacySafe(
+        new Error(`DAG "${job.dagId}" has no such ${job.hook} callback (its file changed?)`),
+      );
+    }
+    await fn(Object.freeze({ ...job.alert, counts: { ...job.alert.counts } }), controller.signal);
+    send({ type: "done", value: null });
+  } catch (error) {
+    send({ type: "failed", error: errorData(error) });
+  }
+}
+
 scope.onmessage = (e) => {
   const message = e.data;
   if (message.type === "abort") controller?.abort(new Error("The attempt was aborted"));
   else if (message.type === "warm") dagOf(message.module, message.dagId).catch(() => {});
+  else if (message.type === "callback") void callback(message);
   else void run(message);
 };
 send({ type: "ready" });

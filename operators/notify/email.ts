@@ -12,7 +12,7 @@
  */
 // @ts-types="@types/nodemailer"
 import nodemailer from "nodemailer";
-import type { Alert, AlertCallback } from "../../core/alerts/alert.ts";
+import { type Alert, type AlertCallback, declareCallbackNeeds } from "../../core/alerts/alert.ts";
 import { type Duration, formatDuration } from "../../core/duration.ts";
 import { checkSecretRef, NotifierError, readSecret, type SecretRef } from "./secret_ref.ts";
 import { deliver, deliveryPolicy } from "./delivery.ts";
@@ -166,5 +166,17 @@ export function email(options: EmailOptions): AlertCallback {
     });
   };
   Object.defineProperty(send, "name", { value: name });
-  return send;
+  // In a sandbox: the SMTP server and the variables it reads, nothing else.
+  return declareCallbackNeeds(send, (env) => {
+    let host: string | undefined;
+    try {
+      const url = new URL(env.get(smtp.env) ?? "");
+      const port = url.port || (url.protocol.toLowerCase() === "smtps:" ? "465" : "587");
+      host = `${url.hostname}:${port}`;
+    } catch { /* unset or not a URL: the callback itself says so */ }
+    return {
+      ...(host ? { net: [host] } : {}),
+      env: [smtp.env, "CARREL_SMTP_FROM"],
+    };
+  });
 }

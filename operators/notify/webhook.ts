@@ -17,7 +17,7 @@
  */
 import { Buffer } from "node:buffer";
 import { createHmac, timingSafeEqual } from "node:crypto";
-import type { Alert, AlertCallback } from "../../core/alerts/alert.ts";
+import { type Alert, type AlertCallback, declareCallbackNeeds } from "../../core/alerts/alert.ts";
 import { type Duration, formatDuration } from "../../core/duration.ts";
 import { deliver, deliveryPolicy } from "./delivery.ts";
 import { checkSecretRef, NotifierError, readSecret, type SecretRef } from "./secret_ref.ts";
@@ -162,7 +162,18 @@ export function webhook(options: WebhookOptions): AlertCallback {
     });
   };
   Object.defineProperty(send, "name", { value: name });
-  return send;
+  // In a sandbox: the endpoint's host and the variables it reads, nothing else.
+  return declareCallbackNeeds(send, (env) => {
+    let host: string | undefined;
+    try {
+      const url = fixedUrl ?? new URL(env.get(urlRef!.env) ?? "");
+      host = `${url.hostname}:${url.port || (url.protocol === "https:" ? "443" : "80")}`;
+    } catch { /* unset or not a URL: the callback itself says so */ }
+    return {
+      ...(host ? { net: [host] } : {}),
+      env: [secret.env, ...(urlRef ? [urlRef.env] : [])],
+    };
+  });
 }
 
 /** An http(s) URL without credentials; errors never quote it (it may hold a token). */
