@@ -4,7 +4,8 @@
  * run pays for a Worker once per permission set, not once per task. Workers live while a scope
  * is open (a run in this process, a worker process); when the last scope closes, idle Workers
  * are terminated. A Worker whose attempt was aborted or crashed is terminated, never reused, and
- * so is one that no task of its run still to finish needs (`run.ts` decides).
+ * so is one that no task of its run still to finish needs (`run.ts` decides), or that waited idle
+ * longer than `CARREL_SANDBOX_IDLE_MS` (60 s).
  *
  * Starting a Worker with its own permissions needs Deno's `--unstable-worker-options` (set in
  * `deno.json` and in every task and shebang that starts Carrel): without it Deno would exit the
@@ -32,11 +33,23 @@ export interface SandboxWorker {
   broken: boolean;
   /** Terminated. */
   ended: boolean;
+  /** While idle in the pool: the timer that ends it if nothing takes it. */
+  idleTimer?: ReturnType<typeof setTimeout>;
 }
 
 const idle = new Map<string, SandboxWorker[]>();
 let scopes = 0;
 let enabled: boolean | undefined;
+
+/**
+ * How long a pooled Worker waits, idle, for its next attempt before it is terminated: a
+ * long-lived worker process would otherwise keep the Workers warmed up for every run whose other
+ * tasks ran elsewhere (`CARREL_SANDBOX_IDLE_MS`, default 60 s).
+ */
+function idleMs(): number {
+  const raw = Number(Deno.env.get("CARREL_SANDBOX_IDLE_MS"));
+  return Number.isFinite(raw) && raw > 0 ? raw : 60_000;
+}
 
 /** Workers started since the process began (the bench reports it), and those still running. */
 export const sandboxStats = { started: 0, live: 0 };
@@ -45,6 +58,7 @@ export const sandboxStats = { started: 0, live: 0 };
 function terminate(w: SandboxWorker): void {
   if (w.ended) return;
   w.ended = true;
+  clearTimeout(w.idleTimer);
   sandboxStats.live--;
   w.worker.terminate();
 }
@@ -114,7 +128,10 @@ export function acquireWorker(permissions: SandboxPermissions): SandboxWorker {
   let reused = waiting?.pop();
   while (reused?.broken) reused = waiting?.pop();
   if (waiting && waiting.length === 0) idle.delete(key);
-  if (reused) return reused;
+  if (reused) {
+    clearTimeout(reused.idleTimer);
+    return reused;
+  }
   if (!workerOptionsEnabled()) {
     throw markPrivacySafe(
       new FatalTaskError(
@@ -187,4 +204,14 @@ export function releaseWorker(w: SandboxWorker, reusable: boolean): void {
   const list = idle.get(w.key) ?? [];
   list.push(w);
   idle.set(w.key, list);
+  const timer = setTimeout(() => {
+    const waiting = idle.get(w.key);
+    const at = waiting?.indexOf(w) ?? -1;
+    if (at >= 0) waiting!.splice(at, 1);
+    if (waiting?.length === 0) idle.delete(w.key);
+    terminate(w);
+  }, idleMs());
+  // An idle Worker never keeps the process alive.
+  Deno.unrefTimer(timer);
+  w.idleTimer = timer;
 }

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type DataInterval, type ResolvedDag, resolveParams } from "../../core/dag.ts";
-import { sandboxStats } from "../../core/sandbox/pool.ts";
+import { sandboxScope, sandboxStats } from "../../core/sandbox/pool.ts";
 import { connectionVariable, resolveList } from "../../core/sandbox/capabilities.ts";
 import { loadIlsFixture } from "../../fixtures/ils.ts";
 import { PGlite } from "@electric-sql/pglite";
@@ -508,6 +508,35 @@ Deno.test("sandbox: a Worker no task still to run needs is terminated when its l
   assert.equal(live("probe3"), 1);
   assert.equal(sandboxStats.live, before, "the run's end terminated the rest");
   delete (globalThis as Record<string, unknown>)[probe];
+});
+
+Deno.test("sandbox: a pooled Worker idle past CARREL_SANDBOX_IDLE_MS is terminated, even while the pool stays open", async () => {
+  await using tmp = await withTmpDir();
+  // A worker process keeps the pool open for its whole life; here an outer scope does.
+  using _pool = sandboxScope();
+  Deno.env.set("CARREL_SANDBOX_IDLE_MS", "100");
+  try {
+    // broken fails (no retries left); after_it never runs, so the Worker warmed up for it waits.
+    const { dags, errors } = await load(
+      tmp.path,
+      dagSource(`
+    broken: task({ retries: 0, run: () => { throw new Error("down"); } }),
+    after_it: task({ after: ["broken"], env: ["CARREL_TEST_UNUSED"], run: () => 1 }),`),
+    );
+    assert.deepEqual(errors, []);
+    const before = sandboxStats.live;
+    const result = await executeRun({
+      dag: dags.get("sbx")!,
+      interval: INTERVAL,
+      params: {},
+      home: join(tmp.path, "home"),
+    });
+    assert.equal(result.state, "failed");
+    assert.ok(sandboxStats.live > before, "Workers wait in the open pool");
+    await waitFor(() => sandboxStats.live === before, 10_000, "idle Workers ending");
+  } finally {
+    Deno.env.delete("CARREL_SANDBOX_IDLE_MS");
+  }
 });
 
 Deno.test("sandbox: a mapped task's expansion and instances run in the Worker, denied like any other body", async () => {
