@@ -1,7 +1,7 @@
 /**
  * Callbacks of strict DAGs and tasks run in a sandbox with only what they declare: one that
  * reads PII_HMAC_KEY or reaches an undeclared host fails (audited, naming the hook and the
- * capability, never a value) and the host hears nothing; the webhook and e-mail notifiers, which
+ * capability, never a value), on the local executor and on workers, and the host hears nothing; the webhook and e-mail notifiers, which
  * declare their hosts and variables, still deliver; a callback may not declare the key; outside strict mode a
  * callback runs in-process as before.
  */
@@ -11,6 +11,7 @@ import type { AuditEntry } from "../../core/audit.ts";
 import { type DataInterval, type ResolvedDag } from "../../core/dag.ts";
 import { loadDags } from "../../core/loader.ts";
 import { executeRun } from "../../core/run/local.ts";
+import { runWorker, startRun } from "../../core/run/worker.ts";
 import { sandboxStats } from "../../core/sandbox/pool.ts";
 import type { SqlStateStore } from "../../core/state/sql_store.ts";
 import { testStore, withTmpDir } from "../test_utils.ts";
@@ -156,6 +157,38 @@ Deno.test({
       assert.equal(
         errors[0],
         "Alert callback onFailure (callback) may not declare env PII_HMAC_KEY: it holds the tokenization key",
+      );
+    });
+
+    await t.step("on workers too: the callback that reads the key is refused", async () => {
+      n++;
+      const dir = join(tmp.path, String(n));
+      const dag = await load(
+        dir,
+        failing(
+          `sandbox: "strict",`,
+          `onFailure: async () => { Deno.env.get("PII_HMAC_KEY"); },`,
+        ).replace("cb_ID", `cb_${n}`),
+      );
+      const run = await startRun(store, dag, INTERVAL, {}, "triggered");
+      for (let i = 0; i < 20; i++) {
+        await runWorker({
+          store,
+          dagsDir: join(dir, "dags"),
+          home: join(tmp.path, `home${n}`),
+          concurrency: 2,
+          pollMs: 50,
+          exitWhenIdle: true,
+        });
+        if ((await store.getRun(run.runId))!.state === "failed") break;
+      }
+      assert.equal((await store.getRun(run.runId))!.state, "failed");
+      const errors = (await audit(store, run.runId)).filter((e) => e.operation === "alert:failed")
+        .map((e) => String((e.detail as { error?: unknown }).error));
+      assert.equal(errors.length, 1, errors.join("\n"));
+      assert.match(
+        errors[0]!,
+        /^Alert callback onFailure \(onFailure\) may not use env access to PII_HMAC_KEY/,
       );
     });
 
