@@ -1,9 +1,9 @@
 /**
  * Callbacks of strict DAGs and tasks run in a sandbox with only what they declare: one that
  * reads PII_HMAC_KEY or reaches an undeclared host fails (audited, naming the hook and the
- * capability, never a value), on the local executor and on workers, and the host hears nothing; the webhook and e-mail notifiers, which
- * declare their hosts and variables, still deliver; a callback may not declare the key; outside strict mode a
- * callback runs in-process as before.
+ * capability, never a value), on the local executor and on workers, and the host hears nothing;
+ * the webhook and e-mail notifiers, which declare their hosts and variables, still deliver; a
+ * callback may not declare the key; outside strict mode a callback runs in-process as before.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
