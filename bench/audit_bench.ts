@@ -75,7 +75,7 @@ export async function benchAudit(opts: BenchOptions): Promise<Metric[]> {
   const total = opts.quick ? 600 : 2000;
   const rounds = opts.quick ? 3 : 7;
   await using db = await freshDatabase(base, "audit");
-  const store: SqlStateStore = openPostgresStore(db.url, { max: 10 });
+  const store: SqlStateStore = await openPostgresStore(db.url, { max: 10 });
   try {
     await store.migrate();
     await store.client.exec(LEGACY_AUDIT_SQL);

@@ -212,7 +212,7 @@ class StoreFactory implements AsyncDisposable {
     }
     const target = new URL(this.url!);
     target.pathname = `/${name}`;
-    const store = openPostgresStore(target.href);
+    const store = await openPostgresStore(target.href);
     const dispose = async () => {
       await store.close().catch(() => {});
       try {

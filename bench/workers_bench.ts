@@ -166,7 +166,9 @@ async function drain(
     ids.push((await startRun(ctx.store, dag, nextInterval(), {}, "triggered")).runId);
   }
   const stop = new AbortController();
-  const stores = Array.from({ length: workers }, () => openPostgresStore(ctx.url));
+  const stores = await Promise.all(
+    Array.from({ length: workers }, () => openPostgresStore(ctx.url)),
+  );
   const done = Promise.all(stores.map((store) =>
     runWorker({
       store,
@@ -433,7 +435,7 @@ export async function benchWorkers(opts: BenchOptions): Promise<Metric[]> {
   const tmp = await Deno.makeTempDir({ prefix: "carrel-workers-bench-" });
   await using carrelDb = await freshDatabase(base, "carrel");
   await using graphileDb = await freshDatabase(base, "graphile");
-  const store = openPostgresStore(carrelDb.url);
+  const store = await openPostgresStore(carrelDb.url);
   try {
     await store.migrate();
     const dagsDir = join(tmp, "dags");

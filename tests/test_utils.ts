@@ -125,7 +125,7 @@ export async function testStore(
     store = new SqlStateStore(await PgliteClient.open(join(tmp, "state")), join(tmp, "state"));
   } else {
     db = await freshDatabase(label);
-    store = openPostgresStore(db.url);
+    store = await openPostgresStore(db.url);
   }
   await store.migrate();
   const close = store.close.bind(store);

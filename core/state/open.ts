@@ -34,7 +34,7 @@ export async function openStore(
   await ensurePrivateHome(home);
   // Scratch left by killed processes is unreadable (its key died with them): remove it now.
   await removeDeadScratch(home).catch(() => {});
-  const store = url ? openPostgresStore(url) : await openPgliteStore(join(home, "state"));
+  const store = url ? await openPostgresStore(url) : await openPgliteStore(join(home, "state"));
   try {
     await store.migrate();
   } catch (error) {

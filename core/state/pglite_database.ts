@@ -12,7 +12,9 @@
  *
  * @module
  */
-import { PGlite } from "@electric-sql/pglite";
+// A type only: PGlite is imported when a database is opened, so a process (or sandbox Worker)
+// that never opens one does not load it.
+import type { PGlite } from "@electric-sql/pglite";
 import { dirname, join } from "node:path";
 import { sha256Hex } from "../job_key.ts";
 import { fileSystemMessage } from "../errors.ts";
@@ -20,12 +22,15 @@ import { fileSystemMessage } from "../errors.ts";
 /** PostgreSQL's buffer cache in every embedded database Carrel opens. */
 export const PGLITE_SHARED_BUFFERS = "16MB";
 
+/** PGlite's class, loaded on first use. */
+async function pglite(): Promise<typeof PGlite> {
+  return (await import("@electric-sql/pglite")).PGlite;
+}
+
 /** PGlite's start parameters with the smaller buffer cache. */
-export const PGLITE_START_PARAMS: readonly string[] = [
-  ...PGlite.defaultStartParams,
-  "-c",
-  `shared_buffers=${PGLITE_SHARED_BUFFERS}`,
-];
+function startParams(engine: typeof PGlite): string[] {
+  return [...engine.defaultStartParams, "-c", `shared_buffers=${PGLITE_SHARED_BUFFERS}`];
+}
 
 /**
  * Opens the PGlite database in `dataDir` (in memory, private to this process, when `undefined`)
@@ -44,12 +49,13 @@ export async function openPgliteDatabase(
   dataDir: string | undefined,
   options: { templateDir?: string } = {},
 ): Promise<PGlite> {
-  const start = { startParams: [...PGLITE_START_PARAMS] };
-  if (dataDir === undefined) return await PGlite.create(start);
+  const engine = await pglite();
+  const start = { startParams: startParams(engine) };
+  if (dataDir === undefined) return await engine.create(start);
   if (!(await holdsDatabase(dataDir))) {
     await createFromTemplate(dataDir, options.templateDir ?? pgliteTemplateDir());
   }
-  return await PGlite.create(dataDir, start);
+  return await engine.create(dataDir, start);
 }
 
 /** True when `dataDir` holds a PostgreSQL cluster (its `PG_VERSION` file). */
@@ -134,9 +140,10 @@ export async function ensurePgliteTemplate(template: string): Promise<void> {
 }
 
 /** Runs PGlite's initdb in `dataDir` with the small buffer cache written to its configuration. */
-function initdb(dataDir: string): Promise<PGlite> {
-  return PGlite.create(dataDir, {
-    startParams: [...PGLITE_START_PARAMS],
+async function initdb(dataDir: string): Promise<PGlite> {
+  const engine = await pglite();
+  return await engine.create(dataDir, {
+    startParams: startParams(engine),
     initDbStartParams: ["-c", `shared_buffers=${PGLITE_SHARED_BUFFERS}`],
   });
 }

@@ -13,10 +13,13 @@ import { SqlStateStore } from "./sql_store.ts";
  * @example
  * ```ts ignore
  * import { openPostgresStore } from "./postgres.ts";
- * await using store = openPostgresStore("postgres://carrel@127.0.0.1/carrel");
+ * await using store = await openPostgresStore("postgres://carrel@127.0.0.1/carrel");
  * await store.migrate();
  * ```
  */
-export function openPostgresStore(url: string, options: { max?: number } = {}): SqlStateStore {
-  return new SqlStateStore(PostgresClient.connect(url, options), maskUrl(url));
+export async function openPostgresStore(
+  url: string,
+  options: { max?: number } = {},
+): Promise<SqlStateStore> {
+  return new SqlStateStore(await PostgresClient.connect(url, options), maskUrl(url));
 }

@@ -5,7 +5,9 @@
  * @module
  */
 import type { PGlite } from "@electric-sql/pglite";
-import postgres from "postgres";
+// A type only: postgres.js is imported when a connection is made, so a process (or sandbox Worker)
+// that never connects does not load it.
+import type postgres from "postgres";
 import { openPgliteDatabase } from "./pglite_database.ts";
 
 /** A connection that runs parameterised SQL (`$1`, `$2`, ...). */
@@ -187,8 +189,9 @@ export class PostgresClient extends PostgresTx {
   }
 
   /** Connects to a PostgreSQL server. Notices are silenced; errors never carry the URL. */
-  static connect(url: string, options: { max?: number } = {}): PostgresClient {
-    const sql = postgres(url, {
+  static async connect(url: string, options: { max?: number } = {}): Promise<PostgresClient> {
+    const { default: connectPostgres } = await import("postgres");
+    const sql = connectPostgres(url, {
       max: options.max ?? 4,
       onnotice: () => {},
       idle_timeout: 20,

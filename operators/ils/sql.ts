@@ -128,7 +128,10 @@ type Route =
 
 function route(source: SqlSource, env: EnvReader | undefined): Route {
   if (typeof source === "function") {
-    return { kind: "postgres", open: () => ({ sql: source, label: "the database", owned: false }) };
+    return {
+      kind: "postgres",
+      open: () => Promise.resolve({ sql: source, label: "the database", owned: false }),
+    };
   }
   if (typeof source === "object") {
     if (isPgliteDatabase(source)) {
@@ -149,7 +152,7 @@ function route(source: SqlSource, env: EnvReader | undefined): Route {
         embedded: { label, owned: false, open: () => Promise.resolve(inner) },
       };
     }
-    return { kind: "postgres", open: () => ({ sql: inner, label, owned: false }) };
+    return { kind: "postgres", open: () => Promise.resolve({ sql: inner, label, owned: false }) };
   }
   const resolved = resolveConnection(source, env ?? Deno.env);
   const label = resolved.name === resolved.display

@@ -9,7 +9,9 @@
  *
  * @module
  */
-import postgres from "postgres";
+// A type only: postgres.js is imported when a connection is opened, so a sandbox Worker whose
+// task never connects does not load it.
+import type postgres from "postgres";
 import { formatDuration } from "../../core/duration.ts";
 import type { Readable, Writable } from "node:stream";
 import { finished } from "node:stream/promises";
@@ -181,9 +183,14 @@ export interface PostgresConnection {
  * Opens a postgres.js client for a resolved URL. URL parse errors embed the input, so only the
  * class of error is reported.
  */
-export function openPostgres(url: string, label: string, max: number): PostgresConnection {
+export async function openPostgres(
+  url: string,
+  label: string,
+  max: number,
+): Promise<PostgresConnection> {
+  const { default: connectPostgres } = await import("postgres");
   try {
-    const sql = postgres(url, {
+    const sql = connectPostgres(url, {
       max,
       onnotice: () => {},
       connect_timeout: 30,
@@ -220,7 +227,7 @@ const CANCEL_SETTLE_MS = 5_000;
  * client closed when it was opened here.
  */
 export async function* postgresExtract<T>(
-  open: () => PostgresConnection,
+  open: () => Promise<PostgresConnection>,
   plan: ExtractPlan,
 ): AsyncGenerator<T, void, undefined> {
   for await (const batch of postgresExtractBatches<T>(open, plan)) yield* batch;
@@ -228,11 +235,11 @@ export async function* postgresExtract<T>(
 
 /** {@linkcode postgresExtract}, the rows in arrays as they arrive (one await per array). */
 export async function* postgresExtractBatches<T>(
-  open: () => PostgresConnection,
+  open: () => Promise<PostgresConnection>,
   plan: ExtractPlan,
 ): AsyncGenerator<T[], void, undefined> {
   const { query, params, keyword, timeoutMs, signal } = plan;
-  const db = open();
+  const db = await open();
   const action = `Cannot extract from ${db.label}`;
   let reserved: postgres.ReservedSql | undefined;
   let current: { cancel(): void } | undefined;
@@ -609,11 +616,11 @@ async function copyIn(
  * staged, and at the end (with `update`, once at the end; see {@linkcode stagedLoadStatements}).
  */
 export async function postgresLoad(
-  open: () => PostgresConnection,
+  open: () => Promise<PostgresConnection>,
   plan: LoadPlan,
 ): Promise<SqlLoadResult> {
   const { target, rows, timeoutMs, signal } = plan;
-  const db = open();
+  const db = await open();
   const action = `Cannot load into ${target.table} on ${db.label}`;
   const table = quoteIdentifier(target.table);
   const staged = stagedLoadStatements(target, plan.update);

@@ -10,8 +10,10 @@
  *
  * @module
  */
+// A type only: nodemailer (about 11 MB per isolate) is imported when a message is sent, so the
+// sandbox Worker of every task of a DAG file that imports the operators does not load it.
 // @ts-types="@types/nodemailer"
-import nodemailer from "nodemailer";
+import type nodemailer from "nodemailer";
 import { type Alert, type AlertCallback, declareCallbackNeeds } from "../../core/alerts/alert.ts";
 import { type Duration, formatDuration } from "../../core/duration.ts";
 import { checkSecretRef, NotifierError, readSecret, type SecretRef } from "./secret_ref.ts";
@@ -121,7 +123,8 @@ export function email(options: EmailOptions): AlertCallback {
     const from = options.from ?? (Deno.env.get("CARREL_SMTP_FROM") || "carrel@localhost");
     const { subject, text } = alertMessage(alert);
     await deliver(name, policy, signal, async () => {
-      const transport = nodemailer.createTransport({
+      const { default: mailer }: { default: typeof nodemailer } = await import("nodemailer");
+      const transport = mailer.createTransport({
         url,
         connectionTimeout: policy.timeoutMs,
         greetingTimeout: policy.timeoutMs,

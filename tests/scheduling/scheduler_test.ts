@@ -419,7 +419,7 @@ Deno.test({
       .db;
     const u = new URL(TEST_DATABASE_URL!);
     u.pathname = `/${db}`;
-    const other = openPostgresStore(u.toString());
+    const other = await openPostgresStore(u.toString());
     try {
       const [a, b] = await Promise.all([
         runScheduler({ store: w.store, dagsDir: w.dags, home: w.home, mode: "local", once: true }),
@@ -522,7 +522,7 @@ Deno.test({
       .db;
     const u = new URL(TEST_DATABASE_URL!);
     u.pathname = `/${db}`;
-    const other = openPostgresStore(u.toString());
+    const other = await openPostgresStore(u.toString());
     try {
       const first = await acquireLeadership(w.store);
       const second = await acquireLeadership(other);

@@ -79,9 +79,9 @@ async function handoff(backend: "pglite" | "postgres", datasets: "files" | "data
       u.pathname = `/${db}`;
       url = u.toString();
     }
-    const connect = () => {
+    const connect = async () => {
       if (backend === "pglite") return store;
-      const s = openPostgresStore(url);
+      const s = await openPostgresStore(url);
       extra.push(s);
       return s;
     };
@@ -102,7 +102,7 @@ async function handoff(backend: "pglite" | "postgres", datasets: "files" | "data
     // takes nothing more), then `produce` may go on.
     const stopA = new AbortController();
     const workerA = runWorker({
-      store: connect(),
+      store: await connect(),
       dagsDir: dags,
       home: homeA,
       pollMs: 100,
@@ -125,7 +125,7 @@ async function handoff(backend: "pglite" | "postgres", datasets: "files" | "data
 
     // Machine B, with its own CARREL_HOME, does the rest.
     await runWorker({
-      store: connect(),
+      store: await connect(),
       dagsDir: dags,
       home: homeB,
       pollMs: 100,

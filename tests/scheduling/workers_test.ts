@@ -84,9 +84,9 @@ async function world(backend: Backend = "postgres") {
     env: { CARREL_DATABASE_URL: url, CARREL_DAGS_DIR: dags, CARREL_HOME: home },
     write: (name: string, source: string) => Deno.writeTextFile(join(dags, `${name}.ts`), source),
     /** A store for another worker: its own connections on PostgreSQL, the same one on PGlite. */
-    connect(): SqlStateStore {
+    async connect(): Promise<SqlStateStore> {
       if (backend === "pglite") return store;
-      const s = openPostgresStore(url);
+      const s = await openPostgresStore(url);
       extra.push(s);
       return s;
     },
@@ -140,9 +140,9 @@ function startWorkers(
 ) {
   const stop = new AbortController();
   const claims = Array.from({ length: n }, () => 0);
-  const done = Promise.all(Array.from({ length: n }, (_, i) =>
+  const done = Promise.all(Array.from({ length: n }, async (_, i) =>
     runWorker({
-      store: w.connect(),
+      store: await w.connect(),
       dagsDir: w.dags,
       home: w.home,
       concurrency: options.concurrency ?? 1,
@@ -694,7 +694,7 @@ export default defineDag({
       const stop = new AbortController();
       let claims = 0;
       const worker = runWorker({
-        store: w.connect(),
+        store: await w.connect(),
         dagsDir: w.dags,
         home: w.home,
         concurrency: 1,
@@ -762,7 +762,7 @@ export default defineDag({
     fn: async () => {
       await using w = await world(backend);
       const stop = new AbortController();
-      const store = w.connect();
+      const store = await w.connect();
       let claims = 0;
       // The stop lands while the claim is in flight: its abort event fires before the loop sleeps.
       const claiming = Object.assign(Object.create(store), {

@@ -115,7 +115,7 @@ export async function consoleWorld(backend: Backend, label: string): Promise<Con
     async openStore() {
       const store = backend === "pglite"
         ? new SqlStateStore(await PgliteClient.open(join(w.home, "state")), w.home)
-        : openPostgresStore(w.dbUrl!);
+        : await openPostgresStore(w.dbUrl!);
       await store.migrate();
       return store;
     },
