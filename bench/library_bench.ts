@@ -12,6 +12,9 @@
  * the discovery-JSON path: the same read and map writing `catalog.jsonl`, in the same run),
  * `circulation_sync.records_per_s`, `circulation_sync.peak_rss_mb` (1M circulations; quick 50k),
  * and in full mode the 10M/1M peak RSS ratio of circulation_sync in `extra.rss_ratio_10m_1m`.
+ * With a PostgreSQL ILS, `circulation_sync.peak_rss_mb` also reports the DAG's peak and rate with
+ * the run state on PostgreSQL instead of the embedded store (`extra.state_on_postgres_*`,
+ * sandboxed and not, first round only): what a deployment with `CARREL_DATABASE_URL` holds.
  * The ILS and warehouse are PostgreSQL (`CARREL_BENCH_DATABASE_URL`, else
  * `CARREL_TEST_DATABASE_URL`), else PGlite data directories.
  *
@@ -38,7 +41,15 @@ type ChildJob =
   | { kind: "catalog-script"; input: string; output: string }
   | { kind: "catalog-bibframe"; input: string; output: string }
   | { kind: "catalog-discovery"; input: string; output: string }
-  | { kind: "circulation-dag"; source: string; target: string; home: string; unsandboxed?: boolean }
+  | {
+    kind: "circulation-dag";
+    source: string;
+    target: string;
+    home: string;
+    unsandboxed?: boolean;
+    /** A PostgreSQL state store (else the embedded one in `home`). */
+    stateUrl?: string;
+  }
   | { kind: "circulation-script"; source: string; target: string }
   | { kind: "circulation-copy-script"; source: string; target: string };
 
@@ -234,14 +245,20 @@ async function circulationRounds(
   tmp: string,
   warehouse: "same" | "pglite",
   label: string,
-): Promise<
-  { dag: ChildResult[]; copy: ChildResult[]; script: ChildResult[]; unsandboxed: ChildResult[] }
-> {
+): Promise<{
+  dag: ChildResult[];
+  copy: ChildResult[];
+  script: ChildResult[];
+  unsandboxed: ChildResult[];
+  /** Sandboxed and unsandboxed, with the run state on PostgreSQL (first round, server ILS). */
+  serverState: { sandboxed: ChildResult; unsandboxed: ChildResult } | undefined;
+}> {
   const out = {
     dag: [] as ChildResult[],
     copy: [] as ChildResult[],
     script: [] as ChildResult[],
     unsandboxed: [] as ChildResult[],
+    serverState: undefined as { sandboxed: ChildResult; unsandboxed: ChildResult } | undefined,
   };
   const targetFor = async (name: string) =>
     warehouse === "pglite"
@@ -282,6 +299,22 @@ async function circulationRounds(
           target: await targetFor(`s${round}`),
         }),
       );
+    }
+    if (warehouse === "same" && round === 0 && ils.backend === "postgres") {
+      // What a deployment with CARREL_DATABASE_URL holds: no embedded state store in the process.
+      const serverState = async (unsandboxed: boolean, name: string) =>
+        await runChild({
+          kind: "circulation-dag",
+          source: ils.source,
+          target: await targetFor(name),
+          home: join(tmp, `home-circ-${label}-${name}`),
+          unsandboxed,
+          stateUrl: await ils.target(`${name}state`),
+        });
+      out.serverState = {
+        sandboxed: await serverState(false, "ps"),
+        unsandboxed: await serverState(true, "pu"),
+      };
     }
   }
   return out;
@@ -364,7 +397,21 @@ export async function circulationBench(
     metric("circulation_sync.peak_rss_mb", dag.hwmMb, "MB", {
       name: "hand-written COPY script",
       value: copy.hwmMb,
-    }, { ...extra, streaming_script_peak_rss_mb: script.hwmMb }),
+    }, {
+      ...extra,
+      streaming_script_peak_rss_mb: script.hwmMb,
+      unsandboxed_peak_rss_mb: open.hwmMb,
+      ...(same.serverState === undefined ? {} : {
+        state_on_postgres_peak_rss_mb: {
+          sandboxed: same.serverState.sandboxed.hwmMb,
+          unsandboxed: same.serverState.unsandboxed.hwmMb,
+        },
+        state_on_postgres_records_per_s: {
+          sandboxed: rate(same.serverState.sandboxed),
+          unsandboxed: rate(same.serverState.unsandboxed),
+        },
+      }),
+    }),
   ];
   if (embedded !== undefined) {
     const eDag = best(embedded.dag);
@@ -535,15 +582,25 @@ async function dagChild(
   home: string,
   countTask: string,
   unsandboxed = false,
+  stateUrl?: string,
 ): Promise<number> {
   const { resolveDag, resolveParams, executeRun, intervalAt } = await import("../core/mod.ts");
+  const { openPostgresStore } = await import("../core/state/postgres.ts");
+  await using store = stateUrl === undefined ? undefined : await openPostgresStore(stateUrl);
+  await store?.migrate();
   const dag = resolveDag((await import(file)).default, file);
   // The same DAG with every task in-process: the sandbox's cost is the difference.
   if (unsandboxed) { for (const t of dag.tasks.values()) t.sandbox.mode = "none"; }
   const interval = dag.schedule
     ? intervalAt(dag, new Date(date))
     : { start: new Date(date), end: new Date(date) };
-  const result = await executeRun({ dag, interval, params: resolveParams(dag, params), home });
+  const result = await executeRun({
+    dag,
+    interval,
+    params: resolveParams(dag, params),
+    home,
+    ...(store === undefined ? {} : { store }),
+  });
   if (result.state !== "success") {
     const failed = result.tasks.filter((t) => t.state !== "success").map((t) =>
       `${t.taskId}: ${t.state} ${t.error ?? ""}`
@@ -854,6 +911,7 @@ if (import.meta.main) {
           job.home,
           "load",
           job.unsandboxed,
+          job.stateUrl,
         );
         break;
       case "circulation-script":
