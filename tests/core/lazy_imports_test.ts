@@ -2,7 +2,8 @@
  * Every sandbox Worker imports its task's DAG file, and with it `carrel` and `carrel/operators`.
  * The database drivers and the mailer (postgres.js, PGlite, nodemailer: about 4 to 11 MB of
  * memory each per isolate) are imported only where a connection, a database or a message is made,
- * so a Worker whose task opens none of them never holds them. These tests read the static import
+ * so a Worker whose task opens none of them never holds them (nor does the Worker's own entry,
+ * `core/sandbox/worker_main.ts`). These tests read the static import
  * graph (`deno info --json`: dynamic imports are marked) and fail when one of them is imported
  * statically again.
  *
@@ -59,7 +60,12 @@ async function staticNpmPackages(entry: URL): Promise<Set<string>> {
 }
 
 for (
-  const entry of ["../../core/mod.ts", "../../operators/mod.ts", "../../dags/circulation_sync.ts"]
+  const entry of [
+    "../../core/mod.ts",
+    "../../operators/mod.ts",
+    "../../dags/circulation_sync.ts",
+    "../../core/sandbox/worker_main.ts",
+  ]
 ) {
   Deno.test(`imports: ${entry.slice(6)} loads no database driver or mailer until one is used`, async () => {
     const packages = await staticNpmPackages(new URL(entry, import.meta.url));
