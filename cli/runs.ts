@@ -9,6 +9,7 @@ import { formatDuration } from "../core/duration.ts";
 import { type CommandState, runWithProgress, startLogging, withJson } from "./common.ts";
 import type { CliContext } from "./context.ts";
 import { printJson, resultJson, runJson, table } from "./output.ts";
+import { startRun } from "../core/run/worker.ts";
 import {
   type Attempt,
   attemptsFromAudit,
@@ -265,7 +266,9 @@ export function registerRuns(
   );
 
   withJson(
-    runs.command("resume").description("continues a failed or interrupted run").argument(
+    runs.command("resume").description(
+      "continues a failed or interrupted run (a run of workers is queued for them again)",
+    ).argument(
       "<run_id>",
       "run id",
     ).option("--allow-changed", "resume even though the DAG's code changed since the run began"),
@@ -281,6 +284,32 @@ export function registerRuns(
         dag.id,
         runId,
       );
+      if (run.executor === "workers") {
+        // A run handed to workers goes back to them, as the scheduler re-queues it: its failed
+        // tasks are queued again with a fresh retry budget, and this process runs nothing.
+        const queued = await startRun(
+          store,
+          dag,
+          { start: run.intervalStart, end: run.intervalEnd },
+          run.params,
+          run.runType,
+        );
+        const tis = await store.listTaskInstances(runId);
+        if (opts.json) printJson({ ...runJson(queued, tis, dag.order), executor: "workers" });
+        else {
+          const waiting = tis.filter((t) => t.state === "queued" || t.state === "scheduled");
+          console.log(
+            queued.state === "running"
+              ? `Queued for workers: ${runId} (${waiting.length} tasks to run)`
+              : `Nothing to resume: ${runId} is ${queued.state}`,
+          );
+          if (queued.state === "running") {
+            console.log("Workers pick it up: deno task carrel worker");
+          }
+        }
+        if (queued.state === "failed") state.exitCode = 1;
+        return;
+      }
       startLogging(ctx);
       const result = await runWithProgress({
         dag,

@@ -674,6 +674,84 @@ export default defineDag({
 
   Deno.test({
     name:
+      `workers: \`runs resume\` of a worker run queues its failed task for workers again, running nothing itself [${backend}]`,
+    ...opts,
+    fn: async () => {
+      await using w = await world(backend);
+      const marker = join(w.dir, "executed.txt");
+      const ok = join(w.dir, "ok");
+      await w.write(
+        "again",
+        `import { defineDag, task } from ${JSON.stringify(CORE_MOD)};
+const mark = (ctx) => Deno.writeTextFile(${
+          JSON.stringify(marker)
+        }, ctx.taskId + "\\n", { append: true });
+const exists = (p) => Deno.stat(p).then(() => true, () => false);
+export default defineDag({
+  id: "again",
+  schedule: null,
+  tasks: {
+    a: task({ run: async (ctx) => { await mark(ctx); return 1; } }),
+    flaky: task({ after: ["a"], retries: 0, run: async (ctx) => {
+      await mark(ctx);
+      if (!(await exists(${JSON.stringify(ok)}))) throw new Error("marker file absent");
+      return ctx.inputs.a + 1;
+    } }),
+    down: task({ after: ["flaky"], run: async (ctx) => { await mark(ctx); return ctx.inputs.flaky + 1; } }),
+  },
+});
+`,
+      );
+      const env = backend === "postgres" ? w.env : { CARREL_DAGS_DIR: w.dags, CARREL_HOME: w.home };
+      if (backend === "pglite") await seedHome(w.home);
+      const run = (args: string[]) => cli(args, { cwd: w.dir, env });
+      const states = (doc: { tasks: { taskId: string; state: string }[] }) =>
+        Object.fromEntries(doc.tasks.map((x) => [x.taskId, x.state]));
+      const t = await run([
+        "dags",
+        "trigger",
+        "again",
+        "--date",
+        "2026-04-01T00:00:00Z",
+        "--workers",
+        "--json",
+      ]);
+      assert.equal(t.code, 0, t.stderr);
+      const { runId } = JSON.parse(t.stdout);
+      const drained = await run(["worker", "--exit-when-idle", "--json"]);
+      assert.equal(drained.code, 0, drained.stderr);
+      const failed = JSON.parse((await run(["runs", "show", runId, "--json"])).stdout);
+      assert.equal(failed.state, "failed");
+      assert.deepEqual(states(failed), { a: "success", flaky: "failed", down: "upstream_failed" });
+      assert.deepEqual(await lines(marker), ["a", "flaky"]);
+
+      await Deno.writeTextFile(ok, "");
+      const resumed = await run(["runs", "resume", runId, "--json"]);
+      assert.equal(resumed.code, 0, resumed.stderr);
+      const doc = JSON.parse(resumed.stdout);
+      assert.equal(doc.runId, runId);
+      assert.equal(doc.executor, "workers");
+      assert.equal(doc.state, "running");
+      assert.deepEqual(states(doc), { a: "success", flaky: "queued", down: "scheduled" });
+      assert.deepEqual(await lines(marker), ["a", "flaky"], "resume executes nothing itself");
+      const text = await run(["runs", "resume", runId]);
+      assert.equal(text.code, 0, text.stderr);
+      assert.match(text.stdout, /Queued for workers/);
+      assert.match(text.stdout, /deno task carrel worker/);
+
+      const worker = await run(["worker", "--exit-when-idle", "--json"]);
+      assert.equal(worker.code, 0, worker.stderr);
+      assert.deepEqual(JSON.parse(worker.stdout), { executed: 2 });
+      const done = JSON.parse((await run(["runs", "show", runId, "--json"])).stdout);
+      assert.equal(done.state, "success");
+      assert.deepEqual(states(done), { a: "success", flaky: "success", down: "success" });
+      assert.equal(done.tasks.find((x: { taskId: string }) => x.taskId === "down").output, 3);
+      assert.deepEqual(await lines(marker), ["a", "flaky", "flaky", "down"]);
+    },
+  });
+
+  Deno.test({
+    name:
       `workers: a worker takes the next ready task when one finishes, without waiting for its poll [${backend}]`,
     ...opts,
     fn: async () => {
