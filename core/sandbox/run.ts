@@ -36,6 +36,10 @@ import {
 interface RunSandboxes {
   readonly keys: Map<string, string>;
   readonly done: Set<string>;
+  /** Strict tasks not done yet, by permission set (so a check costs one lookup, not a walk). */
+  readonly pending: Map<string, number>;
+  /** Strict tasks not done yet whose permission set is unknown (refused when worked out). */
+  unknown: number;
 }
 
 /** Runs whose sandboxes were warmed up, by workspace. */
@@ -49,11 +53,20 @@ const runs = new WeakMap<object, RunSandboxes>();
 function prewarm(t: ResolvedTask, ctx: TaskContext, key: string): RunSandboxes {
   const known = runs.get(ctx.workspace);
   if (known) return known;
-  const run: RunSandboxes = { keys: new Map([[t.id, key]]), done: new Set() };
+  const run: RunSandboxes = {
+    keys: new Map([[t.id, key]]),
+    done: new Set(),
+    pending: new Map(),
+    unknown: 0,
+  };
   runs.set(ctx.workspace, run);
   const siblings = dagTasks.get(t.module!) ?? [];
   for (const other of siblings) {
-    if (other === t || !isSandboxed(other) || other.module !== t.module) continue;
+    if (!isSandboxed(other) || other.module !== t.module) continue;
+    if (other === t) {
+      run.pending.set(key, (run.pending.get(key) ?? 0) + 1);
+      continue;
+    }
     try {
       const permissions = sandboxPermissions(
         other,
@@ -62,9 +75,13 @@ function prewarm(t: ResolvedTask, ctx: TaskContext, key: string): RunSandboxes {
       );
       const theirs = permissionKey(permissions);
       run.keys.set(other.id, theirs);
+      run.pending.set(theirs, (run.pending.get(theirs) ?? 0) + 1);
       // The Worker this attempt runs in serves its permission set's later tasks.
       if (theirs !== key) prewarmWorker(permissions, t.module!, ctx.dagId);
-    } catch { /* refused: its own attempt says why */ }
+    } catch {
+      // Refused: its own attempt says why. Until then nothing is let go.
+      run.unknown++;
+    }
   }
   return run;
 }
@@ -79,15 +96,13 @@ function prewarm(t: ResolvedTask, ctx: TaskContext, key: string): RunSandboxes {
 function stillNeeded(run: RunSandboxes, t: ResolvedTask, key: string): boolean {
   // A mapped task's other instances may still run with the same permissions.
   if (t.expand !== undefined) return true;
-  run.done.add(t.id);
-  const siblings = dagTasks.get(t.module!);
-  if (siblings === undefined) return true;
-  for (const other of siblings) {
-    if (run.done.has(other.id) || !isSandboxed(other) || other.module !== t.module) continue;
-    const theirs = run.keys.get(other.id);
-    if (theirs === undefined || theirs === key) return true;
+  if (!run.done.has(t.id)) {
+    run.done.add(t.id);
+    const own = run.keys.get(t.id);
+    if (own !== undefined) run.pending.set(own, (run.pending.get(own) ?? 1) - 1);
   }
-  return false;
+  if (!dagTasks.has(t.module!)) return true;
+  return run.unknown > 0 || (run.pending.get(key) ?? 0) > 0;
 }
 
 /** The tasks of each loaded DAG file, by module URL (for warming up). */
