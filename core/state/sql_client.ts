@@ -38,46 +38,71 @@ interface PgliteQueryable {
   exec(script: string): Promise<{ rows: unknown[] }[]>;
 }
 
+/** What of PGlite's module the prepared path uses (imported with the engine, when first opened). */
+type PgliteModule = Pick<typeof import("@electric-sql/pglite"), "protocol" | "parse">;
+
 /**
- * Parameterised statements prepared once per PGlite session and run as `EXECUTE name(...)`
- * through the simple protocol: PGlite's own parameterised path parses, describes and plans every
- * call (about three times the cost of a prepared one). Values are written as SQL literals
- * (strings quoted with `'` doubled, standard_conforming_strings being on); a statement PGlite
- * cannot prepare runs the plain way.
+ * Parameterised statements prepared once per PGlite session and run through PGlite's extended
+ * protocol (Bind, Describe, Execute, Sync for the named statement), so that a call is neither
+ * parsed nor planned again. PGlite's own parameterised path parses, describes and plans every
+ * call, and `EXECUTE name(literals)` parses its whole text (a batch's JSON included): each costs
+ * several times the prepared call. Values are sent as text, typed by the prepared statement's
+ * parameters, and rows are read with the database's own type parsers. A statement PGlite cannot
+ * prepare runs the plain way.
  */
 class PgliteStatements {
   readonly #names = new Map<string, string | null>();
   #next = 0;
+  constructor(readonly db: PGlite, readonly pglite: PgliteModule) {}
 
-  async query<T>(db: PgliteQueryable, text: string, params: readonly unknown[]): Promise<T[]> {
-    if (params.length === 0) return (await db.query<T>(text)).rows;
+  async query<T>(
+    via: PgliteQueryable,
+    text: string,
+    params: readonly unknown[],
+    inTransaction: boolean,
+  ): Promise<T[]> {
+    if (params.length === 0) return (await via.query<T>(text)).rows;
     let name = this.#names.get(text);
     if (name === undefined) {
       name = `carrel_s${this.#next++}`;
       try {
-        await db.exec(`PREPARE ${name} AS ${text}`);
+        await via.exec(`PREPARE ${name} AS ${text}`);
       } catch {
         name = null;
       }
       this.#names.set(text, name);
     }
-    if (name === null) return (await db.query<T>(text, [...params])).rows;
-    const call = `EXECUTE ${name}(${params.map(literal).join(", ")})`;
+    if (name === null) return (await via.query<T>(text, [...params])).rows;
+    const { serialize } = this.pglite.protocol;
+    const parts = [
+      serialize.bind({ statement: name, values: params.map(textValue) }),
+      serialize.describe({ type: "P" }),
+      serialize.execute({}),
+      serialize.sync(),
+    ];
+    const message = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const part of parts) {
+      message.set(part, at);
+      at += part.length;
+    }
     try {
-      const results = await db.exec(call);
+      // Inside a transaction PGlite writes its files at the commit, as its own queries do.
+      const { messages } = await this.db.execProtocol(message, { syncToFs: !inTransaction });
+      const results = this.pglite.parse.parseResults(messages, this.db.parsers);
       return (results[results.length - 1]?.rows ?? []) as T[];
     } catch (error) {
       // Prepared in a session that has since lost it (a failed transaction): prepare again.
       if (!/prepared statement .* does not exist/.test(String(error))) throw error;
       this.#names.delete(text);
-      return await this.query(db, text, params);
+      return await this.query(via, text, params, inTransaction);
     }
   }
 }
 
-/** A value as an SQL literal (its type comes from the prepared statement's parameter). */
-function literal(value: unknown): string {
-  if (value === null || value === undefined) return "NULL";
+/** A parameter as text (its type comes from the prepared statement's parameter); null as null. */
+function textValue(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
   if (typeof value === "number" || typeof value === "bigint") {
     if (typeof value === "number" && !Number.isFinite(value)) {
       throw new Error(`Cannot send the number ${value} to the state store`);
@@ -85,14 +110,10 @@ function literal(value: unknown): string {
     return String(value);
   }
   if (typeof value === "boolean") return value ? "true" : "false";
-  if (value instanceof Date) return quote(value.toISOString());
-  if (Array.isArray(value)) return quote(`{${value.map(arrayElement).join(",")}}`);
-  if (typeof value === "object") return quote(JSON.stringify(value));
-  return quote(String(value));
-}
-
-function quote(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return `{${value.map(arrayElement).join(",")}}`;
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
 }
 
 function arrayElement(value: unknown): string {
@@ -106,7 +127,7 @@ class PgliteTx implements SqlClient {
   readonly kind = "pglite" as const;
   constructor(readonly tx: PgliteQueryable, readonly statements: PgliteStatements) {}
   query<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-    return this.statements.query<T>(this.tx, text, params);
+    return this.statements.query<T>(this.tx, text, params, true);
   }
   async exec(script: string): Promise<void> {
     await this.tx.exec(script);
@@ -126,16 +147,21 @@ class PgliteTx implements SqlClient {
 export class PgliteClient implements SqlClient {
   readonly kind = "pglite" as const;
   readonly #mutex = new Mutex();
-  readonly #statements = new PgliteStatements();
-  private constructor(readonly db: PGlite) {}
+  readonly #statements: PgliteStatements;
+  private constructor(readonly db: PGlite, pglite: PgliteModule) {
+    this.#statements = new PgliteStatements(db, pglite);
+  }
 
   /** Opens (creating when new) a PGlite data directory; `undefined` means in memory. */
   static async open(dataDir: string | undefined): Promise<PgliteClient> {
-    return new PgliteClient(await openPgliteDatabase(dataDir));
+    const db = await openPgliteDatabase(dataDir);
+    // Loaded already by opening the database: the module cache answers.
+    const { protocol, parse } = await import("@electric-sql/pglite");
+    return new PgliteClient(db, { protocol, parse });
   }
 
   query<T>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-    return this.#mutex.run(() => this.#statements.query<T>(this.db, text, params));
+    return this.#mutex.run(() => this.#statements.query<T>(this.db, text, params, false));
   }
   exec(script: string): Promise<void> {
     return this.#mutex.run(async () => {
@@ -148,8 +174,10 @@ export class PgliteClient implements SqlClient {
     );
   }
   async listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>> {
-    const stop = await this.db.listen(channel, onNotify);
-    return async () => await stop();
+    // In turn with the statements: PGlite runs LISTEN as a query of its own, and a query that
+    // ran between a prepared call's execution and its reading would take that call's results.
+    const stop = await this.#mutex.run(() => this.db.listen(channel, onNotify));
+    return () => this.#mutex.run(() => stop());
   }
   close(): Promise<void> {
     return this.#mutex.run(() => this.db.close());
