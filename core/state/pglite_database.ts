@@ -15,7 +15,7 @@
 // A type only: PGlite is imported when a database is opened, so a process (or sandbox Worker)
 // that never opens one does not load it.
 import type { PGlite } from "@electric-sql/pglite";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { sha256Hex } from "../job_key.ts";
 import { fileSystemMessage } from "../errors.ts";
 
@@ -137,6 +137,38 @@ export async function ensurePgliteTemplate(template: string): Promise<void> {
   } finally {
     await Deno.remove(staging, { recursive: true }).catch(() => {});
   }
+  await pruneTemplates(template);
+}
+
+/** How old a staging folder must be to count as left behind by a process that died in initdb. */
+const STALE_STAGING_MS = 3_600_000;
+
+/**
+ * Once a new template is made (a first run after a PGlite upgrade), removes the templates of
+ * other builds beside it (`pglite-template-*`, about 40 MB each) and staging folders left by an
+ * initdb that died more than an hour ago. A process of an older Carrel that still wants its
+ * template makes it again. Nothing else in the folder is touched; failures are ignored.
+ */
+async function pruneTemplates(template: string): Promise<void> {
+  const folder = dirname(template);
+  const own = basename(template);
+  const prefix = "pglite-template-";
+  // Only in Carrel's own cache folder (a template named as `pgliteTemplateDir` names it).
+  if (!own.startsWith(prefix)) return;
+  try {
+    for await (const entry of Deno.readDir(folder)) {
+      if (!entry.isDirectory || entry.name === own) continue;
+      const path = join(folder, entry.name);
+      if (entry.name.startsWith(prefix)) {
+        await Deno.remove(path, { recursive: true }).catch(() => {});
+      } else if (entry.name.startsWith(".staging-")) {
+        const modified = (await Deno.stat(path).catch(() => undefined))?.mtime?.getTime();
+        if (modified !== undefined && Date.now() - modified > STALE_STAGING_MS) {
+          await Deno.remove(path, { recursive: true }).catch(() => {});
+        }
+      }
+    }
+  } catch { /* an unreadable cache folder: nothing to tidy */ }
 }
 
 /** Runs PGlite's initdb in `dataDir` with the small buffer cache written to its configuration. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  ensurePgliteTemplate,
   holdsDatabase,
   openPgliteDatabase,
   PGLITE_SHARED_BUFFERS,
@@ -54,5 +55,38 @@ Deno.test("an embedded database opens without a template folder when none can be
     assert.ok(await holdsDatabase(data));
   } finally {
     await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("a new template removes the templates of other PGlite builds and stale staging folders", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "carrel-pglite-templates-" });
+  try {
+    const old = join(cache, "pglite-template-0123456789abcdef");
+    await Deno.mkdir(old);
+    await Deno.writeTextFile(join(old, "PG_VERSION"), "17\n");
+    const stale = join(cache, ".staging-dead");
+    const fresh = join(cache, ".staging-busy");
+    const unrelated = join(cache, "something-else");
+    for (const dir of [stale, fresh, unrelated]) await Deno.mkdir(dir);
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    await Deno.utime(stale, twoHoursAgo, twoHoursAgo);
+
+    const template = join(cache, "pglite-template-fedcba9876543210");
+    await ensurePgliteTemplate(template);
+    assert.ok(await holdsDatabase(template));
+    const left = [];
+    for await (const e of Deno.readDir(cache)) left.push(e.name);
+    assert.deepEqual(left.sort(), [
+      ".staging-busy",
+      "pglite-template-fedcba9876543210",
+      "something-else",
+    ]);
+
+    // Present already: nothing is made, nothing removed.
+    await Deno.mkdir(old);
+    await ensurePgliteTemplate(template);
+    await Deno.stat(old);
+  } finally {
+    await Deno.remove(cache, { recursive: true });
   }
 });
