@@ -19,6 +19,7 @@ import type { ExecutorEvent, RunResult } from "./run/events.ts";
 import { executeRun } from "./run/local.ts";
 import { planRun, runCreateAudit } from "./run/plan.ts";
 import { startRun } from "./run/worker.ts";
+import { resendCutShortAlerts } from "./alerts/recover.ts";
 import { loadDags, type LoadedDags } from "./loader.ts";
 import { ownerIsDead } from "./owner.ts";
 import { intervalAt, latestCompleteInterval, nextFireAfter } from "./schedule.ts";
@@ -185,6 +186,9 @@ export async function schedulerPass(loaded: LoadedDags, options: PassOptions): P
   // whichever process sees it first).
   const alerts = new AlertDispatcher({ store, now: () => options.now ?? new Date() });
   await checkSlas([...loaded.dags.values()].filter((d) => !paused.get(d.id)), store, alerts, now)
+    .catch((error) => report.errors.push({ dagId: "-", message: errorMessage(error) }));
+  // Alerts whose process ended before it sent them (at least once: see alerts/recover.ts).
+  await resendCutShortAlerts(store, loaded.dags, alerts, now)
     .catch((error) => report.errors.push({ dagId: "-", message: errorMessage(error) }));
   await alerts.settled();
   if (options.wait) {

@@ -29,6 +29,11 @@ export type AlertHook = typeof ALERT_HOOKS[number];
  * task's error is the message Carrel records for it (withheld unless known to be value-free).
  */
 export interface Alert {
+  /**
+   * The alert's id: the same each time this alert is sent (a callback called again after its
+   * process died gets the same id), so receivers can deduplicate on it.
+   */
+  id: string;
   event: AlertEvent;
   /** The callback that fired. */
   hook: AlertHook;

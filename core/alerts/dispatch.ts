@@ -15,13 +15,12 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { AuditInput } from "../audit.ts";
-import type { DataInterval, ResolvedDag, ResolvedTask } from "../dag.ts";
+import type { DataInterval, ResolvedDag } from "../dag.ts";
 import { formatDuration } from "../duration.ts";
 import { errorMessage } from "../errors.ts";
 import { isPrivacySafe } from "../privacy/privacy_safe.ts";
 import type { Decision } from "../run/decide.ts";
 import type { ExecutorEvent } from "../run/events.ts";
-import { parseInstanceId } from "../run/mapping.ts";
 import type { RunRecord, StateStore, TaskState } from "../state/store.ts";
 import { placeOf, runCallbackSandboxed, sandboxesCallback } from "../sandbox/callback.ts";
 import {
@@ -31,6 +30,8 @@ import {
   type AlertHook,
   consoleUrl,
 } from "./alert.ts";
+import { alertId, alertsOwed, callbacksFor, taskOf } from "./hooks.ts";
+import { parseInstanceId } from "../run/mapping.ts";
 
 const log = getLogger(["carrel", "alerts"]);
 
@@ -128,7 +129,7 @@ export class AlertDispatcher {
     const task = eventTask === undefined ? undefined : taskOf(dag, eventTask);
     const instance = eventTask !== undefined && parseInstanceId(eventTask) !== undefined;
     const base = (hook: AlertHook, kind: AlertEvent, state: string): Alert =>
-      this.#alert(dag, run, task ? eventTask! : null, hook, kind, state);
+      this.alertOf(dag, run, task ? eventTask! : null, hook, kind, state);
     switch (event.type) {
       case "task:success": {
         if (!task) return;
@@ -138,7 +139,7 @@ export class AlertDispatcher {
           durationMs: event.durationMs,
           counts: { ...(event.counts ?? {}) },
         };
-        this.#fire(dag, alert, task.alerts.hooks.onSuccess);
+        this.#fire(dag, alert);
         if (!instance) this.#checkTaskSla(dag, run, task.id, "success");
         return;
       }
@@ -154,7 +155,7 @@ export class AlertDispatcher {
           counts: { ...(event.counts ?? {}) },
           error: event.error,
         };
-        this.#fire(dag, alert, [...task.alerts.hooks.onRetry, ...dag.alerts.hooks.onRetry]);
+        this.#fire(dag, alert);
         return;
       }
       case "task:failed": {
@@ -166,7 +167,7 @@ export class AlertDispatcher {
           counts: { ...(event.counts ?? {}) },
           error: event.error,
         };
-        this.#fire(dag, alert, task.alerts.hooks.onFailure);
+        this.#fire(dag, alert);
         if (!instance) this.#checkTaskSla(dag, run, task.id, "failed");
         return;
       }
@@ -189,7 +190,7 @@ export class AlertDispatcher {
           durationMs: event.durationMs,
           counts,
         };
-        this.#fire(dag, alert, success ? dag.alerts.hooks.onSuccess : dag.alerts.hooks.onFailure);
+        this.#fire(dag, alert);
         if (dag.alerts.slaMs !== undefined && this.#late(run, dag.alerts.slaMs)) {
           this.#track(this.slaMiss(dag, run, null, event.state, "executor"));
         }
@@ -230,6 +231,7 @@ export class AlertDispatcher {
         state,
         detectedBy,
         lateMs: detectedAt.getTime() - deadline.getTime(),
+        ...alertsOwed(dag, "sla_miss", taskId),
       },
     };
     const recorded = await this.#store.recordSlaMiss({
@@ -251,14 +253,11 @@ export class AlertDispatcher {
       state,
     });
     const alert: Alert = {
-      ...this.#alert(dag, run, taskId, "onSlaMiss", "sla_miss", state),
+      ...this.alertOf(dag, run, taskId, "onSlaMiss", "sla_miss", state),
       sla: { slaMs, deadline: deadline.toISOString(), detectedBy },
       at: detectedAt.toISOString(),
     };
-    this.#fire(dag, alert, [
-      ...(task?.alerts.hooks.onSlaMiss ?? []),
-      ...dag.alerts.hooks.onSlaMiss,
-    ]);
+    this.#fire(dag, alert);
     return true;
   }
 
@@ -267,8 +266,8 @@ export class AlertDispatcher {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 
-  /** An alert about a run or a task, before its event's own fields. */
-  #alert(
+  /** An alert about a run or a task, before its event's own fields (its attempt, counts...). */
+  alertOf(
     dag: ResolvedDag,
     run: AlertRun,
     taskId: string | null,
@@ -277,6 +276,7 @@ export class AlertDispatcher {
     state: string,
   ): Alert {
     return {
+      id: alertId(run.runId, taskId, event, null),
       event,
       hook,
       dagId: dag.id,
@@ -318,19 +318,59 @@ export class AlertDispatcher {
     const p: Promise<void> = work.then(
       () => {},
       (error) => {
-        log.error("Cannot record an SLA miss: {error}", { error: errorMessage(error) });
+        log.error("Cannot record an alert's receipt or an SLA miss: {error}", {
+          error: errorMessage(error),
+        });
       },
     ).finally(() => this.#pending.delete(p));
     this.#pending.add(p);
   }
 
-  #fire(dag: ResolvedDag, alert: Alert, callbacks: readonly AlertCallback[]): void {
-    for (const callback of callbacks) {
-      this.#track(this.#call(dag, alert, callback));
-    }
+  /**
+   * Calls an alert's callbacks, then records its receipt (`alert:sent`): an alert whose
+   * transition is recorded but which has no receipt was cut short by its process's end, and the
+   * scheduler sends it again (see `recover.ts`).
+   */
+  #fire(dag: ResolvedDag, alert: Alert, recovered = false): void {
+    const callbacks = callbacksFor(dag, alert.event, alert.taskId);
+    if (callbacks.length === 0) return;
+    const sent: Alert = {
+      ...alert,
+      id: alertId(alert.runId, alert.taskId, alert.event, alert.attempt),
+    };
+    this.#track((async () => {
+      const results = await Promise.all(callbacks.map((c) => this.#call(dag, sent, c)));
+      const failed = results.filter((ok) => !ok).length;
+      await this.#store.appendAudit([{
+        correlationId: sent.runId,
+        dagId: sent.dagId,
+        taskId: sent.taskId,
+        operation: "alert:sent",
+        status: failed === 0 ? "sent" : "failed",
+        detail: {
+          id: sent.id,
+          event: sent.event,
+          attempt: sent.attempt,
+          hook: sent.hook,
+          callbacks: callbacks.length,
+          failed,
+          ...(recovered ? { recovered: true } : {}),
+        },
+      }]);
+    })());
   }
 
-  async #call(dag: ResolvedDag, alert: Alert, callback: AlertCallback): Promise<void> {
+  /**
+   * Sends an alert again whose process ended before its receipt was written (all its callbacks,
+   * with the same id); resolves once they ended and the receipt is written.
+   */
+  async resend(dag: ResolvedDag, alert: Alert): Promise<void> {
+    this.#fire(dag, alert, true);
+    await this.settled();
+  }
+
+  /** Calls one callback within the DAG's time limit; true when it ended without an error. */
+  async #call(dag: ResolvedDag, alert: Alert, callback: AlertCallback): Promise<boolean> {
     const limitMs = dag.callbackTimeoutMs;
     const name = callbackName(callback);
     const controller = new AbortController();
@@ -365,6 +405,7 @@ export class AlertDispatcher {
         runId: alert.runId,
         dagId: alert.dagId,
       });
+      return true;
     } catch (error) {
       const message = callbackError(error);
       log.warn("Alert {hook} ({callback}) failed for {what} of run {runId}: {error}", {
@@ -385,6 +426,7 @@ export class AlertDispatcher {
       }]).catch((e) =>
         log.error("Cannot audit a failed alert: {error}", { error: errorMessage(e) })
       );
+      return false;
     } finally {
       clearTimeout(timer);
     }
@@ -411,12 +453,4 @@ function callbackError(error: unknown): string {
   if (error instanceof AlertTimeoutError || isPrivacySafe(error)) return errorMessage(error);
   const name = error instanceof Error ? error.name : typeof error;
   return `${name} thrown by the callback (message withheld: it may carry a secret or a value)`;
-}
-
-/** A task of the DAG by id; a mapped instance (`load[3]`) resolves to its mapped task. */
-function taskOf(dag: ResolvedDag, id: string): ResolvedTask | undefined {
-  const found = dag.tasks.get(id);
-  if (found) return found;
-  const mapped = parseInstanceId(id);
-  return mapped ? dag.tasks.get(mapped.task) : undefined;
 }

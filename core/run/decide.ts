@@ -30,6 +30,7 @@ import {
 import type { AttemptOutcome, TaskCount } from "./attempt.ts";
 import type { ExecutorEvent, TaskCounts } from "./events.ts";
 import { expandedDag, mapCounts } from "./mapping.ts";
+import { alertsOwed } from "../alerts/hooks.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Trigger rules
@@ -994,7 +995,7 @@ class Decider {
               operation: recompute ? "task:recomputed" : "task:success",
               status: "success",
               recordCount: records ?? null,
-              detail: { attempt, durationMs },
+              detail: { attempt, durationMs, ...alertsOwed(this.#in.dag, "task_success", id) },
             }),
           ],
           [{
@@ -1052,7 +1053,7 @@ class Decider {
             taskId: id,
             operation: "task:retry",
             status: "up_for_retry",
-            detail: { attempt, delayMs },
+            detail: { attempt, delayMs, ...alertsOwed(this.#in.dag, "task_retry", id) },
           }),
         ],
         [{
@@ -1075,7 +1076,7 @@ class Decider {
         taskId: id,
         operation: "task:failed",
         status: "failed",
-        detail: { attempt, durationMs },
+        detail: { attempt, durationMs, ...alertsOwed(this.#in.dag, "task_failure", id) },
       }),
     ], [{
       type: "task:failed",
@@ -1520,9 +1521,12 @@ class Decider {
         this.#audit({
           operation,
           status: state,
-          detail: mode === "local"
-            ? { durationMs: Math.round(durationMs) }
-            : { executor: "workers" },
+          detail: {
+            ...(mode === "local"
+              ? { durationMs: Math.round(durationMs) }
+              : { executor: "workers" }),
+            ...alertsOwed(dag, state === "success" ? "run_success" : "run_failure", null),
+          },
         }),
       ],
       events: [{ type: "run:end", runId: run.runId, state, durationMs }],

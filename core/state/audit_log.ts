@@ -196,6 +196,27 @@ export async function appendAuditTx(
   collectAppended(drafts, rows, appended);
 }
 
+/**
+ * The alert ledger's entries written between `since` and `until` (by their clock): transitions
+ * that owe an alert (`detail.alerts`), receipts (`alert:sent`) and tries to send one again
+ * (`alert:resend`), oldest first, at most `limit` (read through `audit_log_alerts_idx`).
+ */
+export async function alertLedger(
+  client: SqlClient,
+  since: Date,
+  until: Date,
+  limit: number,
+): Promise<AuditEntry[]> {
+  const rows = await client.query<Row>(
+    `SELECT ${ENTRY_COLUMNS} FROM audit_log
+     WHERE (detail ? 'alerts' OR operation IN ('alert:sent', 'alert:resend'))
+       AND at >= $1 AND at <= $2
+     ORDER BY at, seq LIMIT $3`,
+    [since, until, limit],
+  );
+  return rows.map(toAudit);
+}
+
 /** Filters of {@link iterateAudit}. */
 export interface AuditFilter {
   correlationId?: string;

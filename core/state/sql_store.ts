@@ -6,6 +6,7 @@
 import type { AuditChainHead, AuditEntry, AuditInput } from "../audit.ts";
 import type { DatasetChunk } from "../dataset.ts";
 import {
+  alertLedger,
   appendAuditTx,
   APPENDED_COLUMNS,
   type AppendRow,
@@ -648,6 +649,10 @@ export class SqlStateStore implements StateStore {
 
   async appendAudit(entries: readonly AuditInput[]): Promise<void> {
     await this.#tx((tx, logged) => appendAuditTx(tx, entries, logged));
+  }
+
+  alertLedger(since: Date, until: Date, limit: number): Promise<AuditEntry[]> {
+    return alertLedger(this.client, since, until, limit);
   }
 
   iterateAudit(filter: { correlationId?: string; since?: Date } = {}): AsyncIterable<AuditEntry> {

@@ -395,6 +395,11 @@ export interface StateStore extends AsyncDisposable {
   leadership(): Promise<Leadership>;
 
   appendAudit(entries: readonly AuditInput[]): Promise<void>;
+  /**
+   * The alert ledger between two times: transitions owing an alert, receipts and resends
+   * (oldest first, at most `limit`).
+   */
+  alertLedger(since: Date, until: Date, limit: number): Promise<AuditEntry[]>;
   /** Audit entries in append order (by row number). */
   iterateAudit(filter?: { correlationId?: string; since?: Date }): AsyncIterable<AuditEntry>;
   /** Audit entries by chain, then position; with `chain`, that chain's from `fromPos` on. */

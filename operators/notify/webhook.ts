@@ -124,7 +124,8 @@ export function webhook(options: WebhookOptions): AlertCallback {
     const key = readSecret(name, secret);
     const url = fixedUrl ?? parseEndpoint(name, readSecret(name, urlRef!), true);
     const body = JSON.stringify(alert);
-    const delivery = crypto.randomUUID();
+    // The alert's id: the same if the alert is sent again after its process died.
+    const delivery = typeof alert.id === "string" && alert.id ? alert.id : crypto.randomUUID();
     await deliver(name, policy, signal, async () => {
       const timestamp = Math.floor(Date.now() / 1000);
       try {

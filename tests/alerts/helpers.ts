@@ -145,6 +145,7 @@ export function captureLogs() {
 /** A value-free alert, as the dispatcher makes them. */
 export function sampleAlert(overrides: Partial<Alert> = {}): Alert {
   return {
+    id: "5f0c2a1e-7d3b-4c8e-9a61-2b4f8e0d7c35",
     event: "task_failure",
     hook: "onFailure",
     dagId: "circulation_sync",
