@@ -27,8 +27,8 @@ export const MAX_RESENDS = 3;
 export const RESEND_WITHIN_MS = 24 * 3_600_000;
 /** Time past a DAG's callback time limit before an alert counts as cut short. */
 export const RESEND_MARGIN_MS = 30_000;
-/** Ledger entries read per look (the oldest first). */
-const LEDGER_PAGE = 5_000;
+/** Owing entries read at a time (the oldest first). */
+const PAGE = 500;
 
 /** The alert event an audit entry owes, from its operation and status. */
 function eventOf(entry: AuditEntry): AlertEvent | undefined {
@@ -61,7 +61,8 @@ function numberOr(value: unknown): number | null {
 
 /**
  * Sends again the alerts whose process died before their receipt, within the last day; returns
- * how many. Runs in the scheduler's pass.
+ * how many. Runs in the scheduler's pass: it reads the entries that owe an alert (a few per run,
+ * through their own index) and the receipts of their runs.
  *
  * @example
  * ```ts ignore
@@ -75,63 +76,66 @@ export async function resendCutShortAlerts(
   now: Date = new Date(),
 ): Promise<number> {
   const since = new Date(now.getTime() - RESEND_WITHIN_MS);
-  const ledger = await store.alertLedger(since, now, LEDGER_PAGE);
+  // Nothing younger than the margin can be cut short yet (each DAG's time limit is added below).
+  const until = new Date(now.getTime() - RESEND_MARGIN_MS);
   const key = (run: string, task: string | null, event: string, attempt: number | null) =>
     JSON.stringify([run, task, event, attempt]);
-  const receipts = new Set<string>();
-  const resends = new Map<string, number>();
-  const owed: { entry: AuditEntry; event: AlertEvent; k: string }[] = [];
-  for (const e of ledger) {
-    if (e.operation === "alert:sent" || e.operation === "alert:resend") {
-      const d = e.detail ?? {};
-      const k = key(e.correlationId, e.taskId, String(d.event), attemptOf(d));
-      if (e.operation === "alert:sent") receipts.add(k);
-      else resends.set(k, (resends.get(k) ?? 0) + 1);
-      continue;
-    }
-    const event = eventOf(e);
-    if (!event) continue;
-    owed.push({ entry: e, event, k: key(e.correlationId, e.taskId, event, attemptOf(e.detail)) });
-  }
   let resent = 0;
-  for (const { entry, event, k } of owed) {
-    if (receipts.has(k) || (resends.get(k) ?? 0) >= MAX_RESENDS) continue;
-    const dag = entry.dagId === null ? undefined : dags.get(entry.dagId);
-    if (!dag || callbacksFor(dag, event, entry.taskId).length === 0) continue;
-    const cutShortAt = new Date(entry.at).getTime() + dag.callbackTimeoutMs + RESEND_MARGIN_MS;
-    if (cutShortAt > now.getTime()) continue;
-    try {
-      const alert = await rebuild(store, dispatcher, dag, entry, event);
-      if (!alert) continue;
-      await store.appendAudit([{
-        correlationId: entry.correlationId,
-        dagId: dag.id,
-        taskId: entry.taskId,
-        operation: "alert:resend",
-        status: "sending",
-        detail: {
-          id: alert.id,
-          event,
-          attempt: alert.attempt,
-          hook: alert.hook,
-          try: (resends.get(k) ?? 0) + 1,
-        },
-      }]);
-      resends.set(k, (resends.get(k) ?? 0) + 1);
-      log.warn("Sending again alert {hook} for {what} of run {runId}: its process ended first", {
-        hook: alert.hook,
-        what: alert.taskId ? `task ${alert.taskId}` : "the run",
-        runId: alert.runId,
-        dagId: dag.id,
-      });
-      await dispatcher.resend(dag, alert);
-      resent++;
-    } catch (error) {
-      log.error("Cannot send again an alert of run {runId}: {error}", {
-        runId: entry.correlationId,
-        error: errorMessage(error),
-      });
+  let after: { at: string; seq: number } | null = null;
+  while (true) {
+    const owed = await store.owedAlerts(since, until, after, PAGE);
+    if (owed.length === 0) break;
+    const last = owed[owed.length - 1]!;
+    after = { at: last.at, seq: last.seq };
+    // What was sent, and tried again, of these runs' alerts.
+    const receipts = new Set<string>();
+    const resends = new Map<string, number>();
+    const runIds = [...new Set(owed.map((e) => e.correlationId))];
+    for (const r of await store.alertReceipts(runIds)) {
+      const d = r.detail ?? {};
+      const k = key(r.correlationId, r.taskId, String(d.event), attemptOf(d));
+      if (r.operation === "alert:sent") receipts.add(k);
+      else resends.set(k, (resends.get(k) ?? 0) + 1);
     }
+    for (const entry of owed) {
+      const event = eventOf(entry);
+      if (!event) continue;
+      const k = key(entry.correlationId, entry.taskId, event, attemptOf(entry.detail));
+      if (receipts.has(k) || (resends.get(k) ?? 0) >= MAX_RESENDS) continue;
+      const dag = entry.dagId === null ? undefined : dags.get(entry.dagId);
+      if (!dag || callbacksFor(dag, event, entry.taskId).length === 0) continue;
+      const cutShortAt = new Date(entry.at).getTime() + dag.callbackTimeoutMs + RESEND_MARGIN_MS;
+      if (cutShortAt > now.getTime()) continue;
+      try {
+        const alert = await rebuild(store, dispatcher, dag, entry, event);
+        if (!alert) continue;
+        const tries = (resends.get(k) ?? 0) + 1;
+        await store.appendAudit([{
+          correlationId: entry.correlationId,
+          dagId: dag.id,
+          taskId: entry.taskId,
+          operation: "alert:resend",
+          status: "sending",
+          detail: { id: alert.id, event, attempt: alert.attempt, hook: alert.hook, try: tries },
+        }]);
+        resends.set(k, tries);
+        log.warn("Sending again alert {hook} for {what} of run {runId}: its process ended first", {
+          hook: alert.hook,
+          what: alert.taskId ? `task ${alert.taskId}` : "the run",
+          runId: alert.runId,
+          dagId: dag.id,
+        });
+        await dispatcher.resend(dag, alert);
+        receipts.add(k);
+        resent++;
+      } catch (error) {
+        log.error("Cannot send again an alert of run {runId}: {error}", {
+          runId: entry.correlationId,
+          error: errorMessage(error),
+        });
+      }
+    }
+    if (owed.length < PAGE) break;
   }
   return resent;
 }

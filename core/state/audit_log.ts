@@ -197,22 +197,38 @@ export async function appendAuditTx(
 }
 
 /**
- * The alert ledger's entries written between `since` and `until` (by their clock): transitions
- * that owe an alert (`detail.alerts`), receipts (`alert:sent`) and tries to send one again
- * (`alert:resend`), oldest first, at most `limit` (read through `audit_log_alerts_idx`).
+ * Transitions that owe an alert (`detail.alerts`) written between `since` and `until` (by their
+ * clock), after the entry `after` (its time and row number; null: from the start), oldest first,
+ * at most `limit` (read through `audit_log_alerts_idx`).
  */
-export async function alertLedger(
+export async function owedAlerts(
   client: SqlClient,
   since: Date,
   until: Date,
+  after: { at: string; seq: number } | null,
   limit: number,
 ): Promise<AuditEntry[]> {
   const rows = await client.query<Row>(
     `SELECT ${ENTRY_COLUMNS} FROM audit_log
-     WHERE (detail ? 'alerts' OR operation IN ('alert:sent', 'alert:resend'))
-       AND at >= $1 AND at <= $2
-     ORDER BY at, seq LIMIT $3`,
-    [since, until, limit],
+     WHERE detail ? 'alerts' AND at >= $1 AND at <= $2
+       AND ($3::timestamptz IS NULL OR (at, seq) > ($3::timestamptz, $4::bigint))
+     ORDER BY at, seq LIMIT $5`,
+    [since, until, after?.at ?? null, after?.seq ?? 0, limit],
+  );
+  return rows.map(toAudit);
+}
+
+/** The receipts (`alert:sent`) and resends (`alert:resend`) of alerts of these runs. */
+export async function alertReceipts(
+  client: SqlClient,
+  runIds: readonly string[],
+): Promise<AuditEntry[]> {
+  if (runIds.length === 0) return [];
+  const rows = await client.query<Row>(
+    `SELECT ${ENTRY_COLUMNS} FROM audit_log
+     WHERE correlation_id = ANY($1::text[]) AND operation IN ('alert:sent', 'alert:resend')
+     ORDER BY seq`,
+    [[...runIds]],
   );
   return rows.map(toAudit);
 }

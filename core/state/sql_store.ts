@@ -6,7 +6,7 @@
 import type { AuditChainHead, AuditEntry, AuditInput } from "../audit.ts";
 import type { DatasetChunk } from "../dataset.ts";
 import {
-  alertLedger,
+  alertReceipts,
   appendAuditTx,
   APPENDED_COLUMNS,
   type AppendRow,
@@ -18,6 +18,7 @@ import {
   iterateAudit,
   iterateAuditChains,
   logAudit,
+  owedAlerts,
   purgeAudit,
   sealAudit,
   type SealResult,
@@ -651,8 +652,17 @@ export class SqlStateStore implements StateStore {
     await this.#tx((tx, logged) => appendAuditTx(tx, entries, logged));
   }
 
-  alertLedger(since: Date, until: Date, limit: number): Promise<AuditEntry[]> {
-    return alertLedger(this.client, since, until, limit);
+  owedAlerts(
+    since: Date,
+    until: Date,
+    after: { at: string; seq: number } | null,
+    limit: number,
+  ): Promise<AuditEntry[]> {
+    return owedAlerts(this.client, since, until, after, limit);
+  }
+
+  alertReceipts(runIds: readonly string[]): Promise<AuditEntry[]> {
+    return alertReceipts(this.client, runIds);
   }
 
   iterateAudit(filter: { correlationId?: string; since?: Date } = {}): AsyncIterable<AuditEntry> {

@@ -396,10 +396,17 @@ export interface StateStore extends AsyncDisposable {
 
   appendAudit(entries: readonly AuditInput[]): Promise<void>;
   /**
-   * The alert ledger between two times: transitions owing an alert, receipts and resends
-   * (oldest first, at most `limit`).
+   * Transitions owing an alert (`detail.alerts`) between two times, after an entry (its time and
+   * row number), oldest first, at most `limit`.
    */
-  alertLedger(since: Date, until: Date, limit: number): Promise<AuditEntry[]>;
+  owedAlerts(
+    since: Date,
+    until: Date,
+    after: { at: string; seq: number } | null,
+    limit: number,
+  ): Promise<AuditEntry[]>;
+  /** The receipts (`alert:sent`) and resends (`alert:resend`) of these runs' alerts. */
+  alertReceipts(runIds: readonly string[]): Promise<AuditEntry[]>;
   /** Audit entries in append order (by row number). */
   iterateAudit(filter?: { correlationId?: string; since?: Date }): AsyncIterable<AuditEntry>;
   /** Audit entries by chain, then position; with `chain`, that chain's from `fromPos` on. */
