@@ -296,6 +296,16 @@ export default defineDag({
       ]);
       const counted = alerts.find((a) => a.taskId === "counted")!;
       assert.deepEqual(counted.counts, { rows: 3 });
+      // Each alert was owed by its transition's entry, and has one receipt naming its id (the
+      // webhook's delivery id): nothing is left for the scheduler to send again.
+      const trail = await audit(store, run.runId);
+      const receipts = trail.filter((e) => e.operation === "alert:sent");
+      assert.deepEqual(
+        receipts.map((e) => String(e.detail?.id)).sort(),
+        [...deliveries.keys()].sort(),
+      );
+      assert.ok(receipts.every((e) => e.status === "sent" && e.detail?.callbacks === 1));
+      assert.equal(trail.filter((e) => e.detail?.alerts === 1).length, 4);
       const runEnd = alerts.find((a) => a.event === "run_failure")!;
       assert.deepEqual(runEnd.counts, { success: 3, failed: 1 });
       assert.match(alerts.find((a) => a.taskId === "explode")!.error ?? "", /message withheld/);
