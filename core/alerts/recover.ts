@@ -17,7 +17,7 @@ import { errorMessage } from "../errors.ts";
 import type { StateStore } from "../state/store.ts";
 import type { Alert, AlertEvent } from "./alert.ts";
 import { type AlertDispatcher, alertRunOf } from "./dispatch.ts";
-import { alertId, callbacksFor, HOOK_OF } from "./hooks.ts";
+import { callbacksFor, HOOK_OF } from "./hooks.ts";
 
 const log = getLogger(["carrel", "alerts"]);
 
@@ -156,13 +156,13 @@ async function rebuild(
   if (!record) return undefined;
   const run = alertRunOf(record);
   const detail = entry.detail ?? {};
-  const tasks = await store.listTaskInstances(run.runId);
+  const tasks = new Map((await store.listTaskInstances(run.runId)).map((t) => [t.taskId, t]));
   const attempt = attemptOf(detail);
-  const ti = entry.taskId === null ? undefined : tasks.find((t) => t.taskId === entry.taskId);
+  const ti = entry.taskId === null ? undefined : tasks.get(entry.taskId);
   const counts: Record<string, number> = {};
   if (entry.taskId === null && event !== "sla_miss") {
     for (const id of dag.order) {
-      const state = tasks.find((t) => t.taskId === id)?.state ?? "scheduled";
+      const state = tasks.get(id)?.state ?? "scheduled";
       counts[state] = (counts[state] ?? 0) + 1;
     }
   }
@@ -176,9 +176,9 @@ async function rebuild(
     }
     : null;
   const base = dispatcher.alertOf(dag, run, entry.taskId, HOOK_OF[event], event, entry.status);
+  // Its id is the sender's to set, from these fields, as for any alert.
   return {
     ...base,
-    id: alertId(run.runId, entry.taskId, event, attempt),
     state: event === "sla_miss" ? String(detail.state ?? entry.status) : entry.status,
     attempt,
     durationMs: numberOr(detail.durationMs),

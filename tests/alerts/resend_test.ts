@@ -23,6 +23,7 @@ import {
   freshDatabase,
   notePostgresSkipped,
   seedHome,
+  testStore,
 } from "../test_utils.ts";
 
 notePostgresSkipped();
@@ -176,6 +177,43 @@ for (const backend of BACKENDS) {
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
+    },
+  });
+}
+
+for (const backend of BACKENDS) {
+  Deno.test({
+    name:
+      `alerts: the owing entries are read in pages, by time then row, and only those [${backend}]`,
+    ...opts,
+    fn: async () => {
+      await using store = await testStore(backend, "owed_alerts");
+      // Five owing entries appended at once (one time: the row number orders them), one that
+      // owes nothing.
+      await store.appendAudit(["a", "b", "c", "d", "e", "quiet"].map((taskId) => ({
+        correlationId: "r@2026-03-01T02:00:00Z",
+        dagId: "d",
+        taskId,
+        operation: "task:failed",
+        status: "failed",
+        detail: taskId === "quiet" ? { attempt: 1 } : { attempt: 1, alerts: 1 },
+      })));
+      const since = new Date(Date.now() - 60_000);
+      const until = new Date(Date.now() + 60_000);
+      const read: string[] = [];
+      let after: { at: string; seq: number } | null = null;
+      for (let page = 0; page < 10; page++) {
+        const got = await store.owedAlerts(since, until, after, 2);
+        if (got.length === 0) break;
+        read.push(...got.map((e) => e.taskId!));
+        after = { at: got[got.length - 1]!.at, seq: got[got.length - 1]!.seq };
+      }
+      assert.deepEqual(read, ["a", "b", "c", "d", "e"]);
+      // Outside the window: nothing.
+      assert.deepEqual(
+        await store.owedAlerts(until, new Date(until.getTime() + 60_000), null, 9),
+        [],
+      );
     },
   });
 }
