@@ -19,6 +19,7 @@ import {
   resolveList,
 } from "./capabilities.ts";
 import { SandboxRefusedError } from "./denial.ts";
+import { pgliteTemplateDir } from "../state/pglite_database.ts";
 
 /**
  * The variables database drivers read for their defaults (postgres.js reads `PG` and every option
@@ -201,6 +202,7 @@ export function sandboxPermissions(
   const net = new Set<string>();
   const vars = new Set<string>(declared.env);
   let driver = false;
+  let embedded = false;
   const sys = new Set<string>();
   for (const name of declared.connections) {
     const grant = connectionGrant(name, env);
@@ -213,8 +215,12 @@ export function sandboxPermissions(
     if (grant.path) {
       read.add(grant.path);
       write.add(grant.path);
+      embedded = true;
     }
   }
+  // A new embedded database is a copy of the template cluster (an empty one: no data, no schema).
+  const template = embedded ? pgliteTemplateDir() : undefined;
+  if (template !== undefined) read.add(template);
   if (driver) { for (const v of DRIVER_VARIABLES) vars.add(v); }
   if (keyring) {
     for (const v of KEY_VARIABLES) vars.add(v);

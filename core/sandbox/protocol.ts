@@ -33,6 +33,11 @@ export interface SandboxJob {
    * pull them from; see `stream_ports.ts`), and the port the output streams to, if it does.
    */
   streams?: { inputs: Record<string, MessagePort>; output?: MessagePort };
+  /**
+   * The embedded databases' template folder (readable by this Worker), when the task declares
+   * an embedded database: a new one is a copy of it, not an initdb run in the Worker.
+   */
+  pgliteTemplate?: string;
 }
 
 /** The attempt's signal aborted: the Worker aborts `ctx.signal` (and is then discarded). */

@@ -10,6 +10,7 @@ import type { ResolvedTask, TaskContext } from "../dag.ts";
 import { Dataset, isDatasetRef, workspaceTransfer } from "../dataset.ts";
 import { FatalTaskError, RescheduleTask, SkipTask } from "../errors.ts";
 import { markPrivacySafe } from "../privacy/privacy_safe.ts";
+import { ensurePgliteTemplate, pgliteTemplateDir } from "../state/pglite_database.ts";
 import { SandboxDeniedError } from "./denial.ts";
 import { sandboxPermissions } from "./permissions.ts";
 import {
@@ -130,6 +131,23 @@ export function isSandboxed(t: ResolvedTask): boolean {
   return t.sandbox?.mode === "strict";
 }
 
+/** Template folders made (or found) in this process, by path. */
+const templates = new Map<string, Promise<string | undefined>>();
+
+/**
+ * The embedded databases' template folder once it holds a cluster (made here when missing: a
+ * sandbox may not write the cache folder), or `undefined` when it cannot be made (the Worker
+ * then runs initdb itself, as it would without a template).
+ */
+function templateReady(template: string): Promise<string | undefined> {
+  let ready = templates.get(template);
+  if (!ready) {
+    ready = ensurePgliteTemplate(template).then(() => template, () => undefined);
+    templates.set(template, ready);
+  }
+  return ready;
+}
+
 function thrownFrom(t: ResolvedTask, e: SandboxErrorData): Error {
   if (e.denied) return new SandboxDeniedError(t.id, t.zone, e.denied);
   if (e.reschedule) return new RescheduleTask(e.reschedule);
@@ -157,6 +175,10 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
     );
   }
   const permissions = sandboxPermissions(t, ctx.params as Record<string, unknown>, ctx.workspace);
+  const template = pgliteTemplateDir();
+  const pgliteTemplate = template !== undefined && permissions.read.includes(template)
+    ? await templateReady(template)
+    : undefined;
   const inputs = Object.fromEntries(
     Object.entries(ctx.inputs).map(([k, v]) => [k, v instanceof Dataset ? v.ref : v]),
   );
@@ -192,6 +214,7 @@ export async function runSandboxed(t: ResolvedTask, ctx: TaskContext): Promise<u
       zone: t.zone,
       outputZone: t.outputZone,
       workspace: workspaceTransfer(ctx.workspace, t.zone === "enclave"),
+      ...(pgliteTemplate ? { pgliteTemplate } : {}),
       ...(served.length > 0
         ? {
           streams: {

@@ -18,6 +18,7 @@ import {
 import { errorMessage, isPermanentError, RescheduleTask, SkipTask } from "../errors.ts";
 import { isPrivacySafe, markPrivacySafe } from "../privacy/privacy_safe.ts";
 import { materialize } from "../run/attempt.ts";
+import { givePgliteTemplateDir } from "../state/pglite_database.ts";
 import { mappedBody } from "../run/mapping.ts";
 import { findDenial } from "./denial.ts";
 import type {
@@ -113,6 +114,7 @@ function errorData(error: unknown): SandboxErrorData {
 
 async function run(job: SandboxJob): Promise<void> {
   controller = new AbortController();
+  if (job.pgliteTemplate !== undefined) givePgliteTemplateDir(job.pgliteTemplate);
   try {
     const t = await findTask(job);
     const w = job.workspace;

@@ -67,11 +67,32 @@ export async function holdsDatabase(dataDir: string): Promise<boolean> {
   }
 }
 
+/** The template folder a sandbox Worker was given (it may not read the environment). */
+let givenTemplateDir: string | undefined;
+
+/**
+ * Uses `dir` as the template cluster's folder in this process: a sandbox Worker cannot read
+ * `HOME` or `XDG_CACHE_HOME`, so the process that starts it passes the folder (and read access
+ * to it); without it, a task that creates an embedded database would run initdb (seconds of CPU,
+ * about 600 MB) in its sandbox.
+ *
+ * @example
+ * ```ts ignore
+ * import { givePgliteTemplateDir } from "./pglite_database.ts";
+ * givePgliteTemplateDir(job.pgliteTemplate);
+ * ```
+ */
+export function givePgliteTemplateDir(dir: string): void {
+  givenTemplateDir = dir;
+}
+
 /**
  * The template cluster's folder: `$XDG_CACHE_HOME/carrel` (else `~/.cache/carrel`), named after
- * the PGlite build in use; `undefined` when there is no home folder to cache it in.
+ * the PGlite build in use (or the folder given by {@linkcode givePgliteTemplateDir});
+ * `undefined` when there is no home folder to cache it in.
  */
 export function pgliteTemplateDir(): string | undefined {
+  if (givenTemplateDir !== undefined) return givenTemplateDir;
   let cache: string | undefined;
   try {
     const home = Deno.env.get("HOME");

@@ -14,6 +14,7 @@ import { connectionVariable, resolveList } from "../../core/sandbox/capabilities
 import { loadIlsFixture } from "../../fixtures/ils.ts";
 import { PGlite } from "@electric-sql/pglite";
 import { loadDags } from "../../core/loader.ts";
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import { executeRun } from "../../core/run/local.ts";
 import { runWorker, startRun } from "../../core/run/worker.ts";
 import type { SqlStateStore } from "../../core/state/sql_store.ts";
@@ -377,6 +378,23 @@ for (const backend of BACKENDS) {
           for (const [id, t] of circ) assert.equal(t.state, "success", `${id}: ${t.error}`);
           assert.equal((circ.get("load")!.output as { inserted: number }).inserted, 150);
           assert.ok(sandboxStats.started > started, "the tasks ran in sandbox Workers");
+          // The warehouse the sandboxed load created is a copy of the template cluster, as one
+          // created here is (initdb would have given it a system identifier of its own).
+          const identifier = async (db: PGlite) => {
+            try {
+              const { rows } = await db.query<{ id: string }>(
+                "SELECT system_identifier::text AS id FROM pg_control_system()",
+              );
+              return rows[0]!.id;
+            } finally {
+              await db.close();
+            }
+          };
+          assert.equal(
+            await identifier(await PGlite.create(join(tmp.path, "warehouse"))),
+            await identifier(await openPgliteDatabase(join(tmp.path, "control"))),
+            "the sandbox made its warehouse with initdb, not from the template",
+          );
         } finally {
           await store.close();
         }
