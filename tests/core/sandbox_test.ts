@@ -12,7 +12,7 @@ import { type DataInterval, type ResolvedDag, resolveParams } from "../../core/d
 import { sandboxScope, sandboxStats } from "../../core/sandbox/pool.ts";
 import { connectionVariable, resolveList } from "../../core/sandbox/capabilities.ts";
 import { loadIlsFixture } from "../../fixtures/ils.ts";
-import { PGlite } from "@electric-sql/pglite";
+import type { PGlite } from "@electric-sql/pglite";
 import { loadDags } from "../../core/loader.ts";
 import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import { executeRun } from "../../core/run/local.ts";
@@ -351,7 +351,7 @@ for (const backend of BACKENDS) {
         const dagsDir = new URL("../../dags", import.meta.url).pathname;
         const { dags } = await loadDags(dagsDir);
         const ils = join(tmp.path, "ils");
-        const db = await PGlite.create(ils);
+        const db = await openPgliteDatabase(ils);
         await loadIlsFixture(db, {
           patrons: 20,
           copies: 40,
@@ -391,7 +391,7 @@ for (const backend of BACKENDS) {
             }
           };
           assert.equal(
-            await identifier(await PGlite.create(join(tmp.path, "warehouse"))),
+            await identifier(await openPgliteDatabase(join(tmp.path, "warehouse"))),
             await identifier(await openPgliteDatabase(join(tmp.path, "control"))),
             "the sandbox made its warehouse with initdb, not from the template",
           );

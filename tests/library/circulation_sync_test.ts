@@ -8,11 +8,11 @@
  *
  * @module
  */
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { join } from "node:path";
 import postgres from "postgres";
-import { PGlite } from "@electric-sql/pglite";
 import { openStore } from "../../core/mod.ts";
 import { loadIlsFixture } from "../../fixtures/ils.ts";
 import {
@@ -68,7 +68,7 @@ export default defineDag({
 /** Runs SQL on a pglite: or postgres: URL. */
 async function query<T>(url: string, text: string): Promise<T[]> {
   if (url.startsWith("pglite:")) {
-    const db = await PGlite.create(url.slice("pglite:".length));
+    const db = await openPgliteDatabase(url.slice("pglite:".length));
     try {
       return (await db.query<T>(text)).rows;
     } finally {
@@ -153,7 +153,7 @@ for (const backend of BACKENDS) {
       if (backend === "pglite") {
         await seedHome(home);
         const dir = join(tmp.path, "ils");
-        const db = await PGlite.create(dir);
+        const db = await openPgliteDatabase(dir);
         await loadIlsFixture(db, fixture);
         await db.close();
         source = `pglite:${dir}`;

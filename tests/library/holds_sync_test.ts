@@ -7,12 +7,12 @@
  *
  * @module
  */
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { join } from "node:path";
 import postgres from "postgres";
 import { files, query } from "./koha_holds_utils.ts";
-import { PGlite } from "@electric-sql/pglite";
 import { loadIlsFixture } from "../../fixtures/ils.ts";
 import { connectKoha, KOHA_FIXTURE_BRANCHES, loadKohaFixture } from "../../fixtures/koha.ts";
 import { HOLD_STATES } from "../../operators/ils/holds.ts";
@@ -122,7 +122,7 @@ for (const backend of BACKENDS) {
         if (backend === "pglite") {
           await seedHome(home);
           const dir = join(tmp.path, "ils");
-          const db = await PGlite.create(dir);
+          const db = await openPgliteDatabase(dir);
           await loadIlsFixture(db, fixture);
           await db.close();
           source = `pglite:${dir}`;

@@ -11,11 +11,11 @@
  *
  * @module
  */
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { join } from "node:path";
 import { byTask, files, query } from "./koha_holds_utils.ts";
-import { PGlite } from "@electric-sql/pglite";
 import { connectKoha, KOHA_FIXTURE_BRANCHES, loadKohaFixture } from "../../fixtures/koha.ts";
 import { loadIlsFixture } from "../../fixtures/ils.ts";
 import { kohaInstant } from "../../operators/ils/koha.ts";
@@ -377,7 +377,7 @@ Deno.test({
     env.CARREL_KEYRING = keyring;
 
     const ils = join(tmp.path, "ils");
-    const db = await PGlite.create(ils);
+    const db = await openPgliteDatabase(ils);
     await loadIlsFixture(db, {
       patrons: 60,
       copies: 200,

@@ -4,14 +4,14 @@
  *
  * @module
  */
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import { join } from "node:path";
 import postgres from "postgres";
-import { PGlite } from "@electric-sql/pglite";
 
 /** Runs SQL on a `pglite:` or `postgres:` URL. */
 export async function query<T>(url: string, text: string): Promise<T[]> {
   if (url.startsWith("pglite:")) {
-    const db = await PGlite.create(url.slice("pglite:".length));
+    const db = await openPgliteDatabase(url.slice("pglite:".length));
     try {
       return (await db.query<T>(text)).rows;
     } finally {

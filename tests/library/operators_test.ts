@@ -4,10 +4,10 @@
  *
  * @module
  */
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { z } from "zod";
-import { PGlite } from "@electric-sql/pglite";
 import {
   birthYearBand,
   CIRCULATION_EVENT_COLUMNS,
@@ -41,7 +41,7 @@ async function drain<T>(it: AsyncIterable<T>): Promise<T[]> {
 }
 
 async function seededPglite(dir: string, rows: number): Promise<void> {
-  const db = await PGlite.create(dir);
+  const db = await openPgliteDatabase(dir);
   await db.exec(`CREATE TABLE t (id bigint PRIMARY KEY, secret text); CREATE SEQUENCE s;
     INSERT INTO t SELECT g, 'value-' || g FROM generate_series(1, ${rows}) g;`);
   await db.close();
@@ -108,7 +108,7 @@ Deno.test("sqlExtract on PGlite: read-only, streamed in batches, data dir closed
   assert.equal((missing as SqlError).code, "3D000");
 
   // The data was not changed and the directory opens again.
-  const db = await PGlite.create(dir);
+  const db = await openPgliteDatabase(dir);
   const { rows: count } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM t");
   assert.equal(count[0]!.n, 2500);
   await db.close();
@@ -135,7 +135,7 @@ Deno.test("sqlLoad on PGlite: creates the table, idempotent on the natural key",
   assert.equal((err as SqlError).code, "MISSING_VALUE");
   assert.match((err as SqlError).message, /row 2 has no value for column "v"/);
   assert.equal(openEmbeddedDatabases(), 0);
-  const db = await PGlite.create(join(tmp.path, "wh"));
+  const db = await openPgliteDatabase(join(tmp.path, "wh"));
   const { rows: n } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM events");
   assert.equal(n[0]!.n, 1234);
   await db.close();

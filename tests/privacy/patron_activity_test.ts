@@ -7,9 +7,9 @@
  *
  * @module
  */
+import { openPgliteDatabase } from "../../core/state/pglite_database.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { PGlite } from "@electric-sql/pglite";
 import { loadIlsFixture } from "../../fixtures/ils.ts";
 import { checkSmallCells, TOTAL } from "../../operators/privacy/small_cells.ts";
 import { BACKENDS, notePostgresSkipped } from "../test_utils.ts";
@@ -24,7 +24,7 @@ type Row = Record<string, unknown>;
 
 /** The true counts, straight from the ILS (the DAG's query is not reused). */
 async function trueCounts(ils: string): Promise<Map<string, number>> {
-  const db = await PGlite.create(ils);
+  const db = await openPgliteDatabase(ils);
   try {
     const { rows } = await db.query<
       { branch: string; dob: string | null; start: string; fmt: string }
@@ -70,7 +70,7 @@ for (const backend of BACKENDS) {
   Deno.test(`patron_activity: monthly counts with k = 10 from an embedded ILS [${backend}]`, async () => {
     await using w = await world(backend, "activity");
     const ils = join(w.dir, "ils");
-    const db = await PGlite.create(ils);
+    const db = await openPgliteDatabase(ils);
     try {
       await loadIlsFixture(db, {
         patrons: 500,
