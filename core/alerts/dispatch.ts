@@ -30,7 +30,7 @@ import {
   type AlertHook,
   consoleUrl,
 } from "./alert.ts";
-import { alertId, alertsOwed, callbacksFor, taskOf } from "./hooks.ts";
+import { alertsOwed, callbacksFor, identified, taskOf } from "./hooks.ts";
 import { parseInstanceId } from "../run/mapping.ts";
 
 const log = getLogger(["carrel", "alerts"]);
@@ -276,7 +276,8 @@ export class AlertDispatcher {
     state: string,
   ): Alert {
     return {
-      id: alertId(run.runId, taskId, event, null),
+      // Set when it is sent (`identified`), once its attempt is known.
+      id: "",
       event,
       hook,
       dagId: dag.id,
@@ -334,10 +335,7 @@ export class AlertDispatcher {
   #fire(dag: ResolvedDag, alert: Alert, recovered = false): void {
     const callbacks = callbacksFor(dag, alert.event, alert.taskId);
     if (callbacks.length === 0) return;
-    const sent: Alert = {
-      ...alert,
-      id: alertId(alert.runId, alert.taskId, alert.event, alert.attempt),
-    };
+    const sent = identified(alert);
     this.#track((async () => {
       const results = await Promise.all(callbacks.map((c) => this.#call(dag, sent, c)));
       const failed = results.filter((ok) => !ok).length;

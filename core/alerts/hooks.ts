@@ -9,7 +9,7 @@
 import type { ResolvedDag, ResolvedTask } from "../dag.ts";
 import { sha256Hex } from "../job_key.ts";
 import { parseInstanceId } from "../run/mapping.ts";
-import type { AlertCallback, AlertEvent, AlertHook } from "./alert.ts";
+import type { Alert, AlertCallback, AlertEvent, AlertHook } from "./alert.ts";
 
 /** The hook an alert event calls. */
 export const HOOK_OF: Readonly<Record<AlertEvent, AlertHook>> = {
@@ -89,6 +89,19 @@ export function alertId(
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${
     h.slice(20, 32)
   }`;
+}
+
+/**
+ * `alert` with its id set from its run, task, event and attempt: the one place an alert gets its
+ * id, whether it is sent for the first time or again.
+ *
+ * @example
+ * ```ts ignore
+ * const sent = identified(alert);
+ * ```
+ */
+export function identified<A extends Alert>(alert: A): A {
+  return { ...alert, id: alertId(alert.runId, alert.taskId, alert.event, alert.attempt) };
 }
 
 /**

@@ -17,7 +17,7 @@ import { errorMessage } from "../errors.ts";
 import type { StateStore } from "../state/store.ts";
 import type { Alert, AlertEvent } from "./alert.ts";
 import { type AlertDispatcher, alertRunOf } from "./dispatch.ts";
-import { callbacksFor, HOOK_OF } from "./hooks.ts";
+import { callbacksFor, HOOK_OF, identified } from "./hooks.ts";
 
 const log = getLogger(["carrel", "alerts"]);
 
@@ -107,8 +107,9 @@ export async function resendCutShortAlerts(
       const cutShortAt = new Date(entry.at).getTime() + dag.callbackTimeoutMs + RESEND_MARGIN_MS;
       if (cutShortAt > now.getTime()) continue;
       try {
-        const alert = await rebuild(store, dispatcher, dag, entry, event);
-        if (!alert) continue;
+        const rebuilt = await rebuild(store, dispatcher, dag, entry, event);
+        if (!rebuilt) continue;
+        const alert = identified(rebuilt);
         const tries = (resends.get(k) ?? 0) + 1;
         await store.appendAudit([{
           correlationId: entry.correlationId,
@@ -176,7 +177,7 @@ async function rebuild(
     }
     : null;
   const base = dispatcher.alertOf(dag, run, entry.taskId, HOOK_OF[event], event, entry.status);
-  // Its id is the sender's to set, from these fields, as for any alert.
+  // Its id is set from these fields (`identified`), as for any alert.
   return {
     ...base,
     state: event === "sla_miss" ? String(detail.state ?? entry.status) : entry.status,

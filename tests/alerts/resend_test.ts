@@ -166,7 +166,9 @@ for (const backend of BACKENDS) {
           assert.equal(resent.length, 1);
           assert.equal(resent[0]!.detail?.recovered, true);
           assert.equal(resent[0]!.detail?.id, first[0]!.split(" ")[0]);
-          assert.equal((await entries(store, runId, "alert:resend")).length, 1);
+          const noted = await entries(store, runId, "alert:resend");
+          assert.equal(noted.length, 1);
+          assert.equal(noted[0]!.detail?.id, first[0]!.split(" ")[0], "the note names the id sent");
 
           // Received once: a later pass sends nothing.
           await pass(new Date(soon.getTime() + 60_000));
