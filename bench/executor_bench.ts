@@ -5,9 +5,10 @@
  *   (quick: 200) run as a chain with `executeRun` against a fresh store (PGlite in a temporary
  *   folder; a fresh PostgreSQL database; no store at all), wall time divided by the number of
  *   task instances, the median of 5 rounds (quick: 1) after full-size warm-up runs (whose
- *   figures, a process's first runs, are in the PGlite metric's `warm_up_ms_per_task`). The `.fanout` variants run one root with n-1 children and
- *   `maxActiveTasks: 16`. Baseline: a bare in-process topological loop (Kahn's algorithm) over
- *   the same graph, awaiting the same no-op functions, measured in the same run.
+ *   figures, a process's first runs, are in the PGlite metric's `warm_up_ms_per_task`). The
+ *   `.fanout` variants run one root with n-1 children and `maxActiveTasks: 16`. Baseline: a
+ *   bare in-process topological loop (Kahn's algorithm) over the same graph, awaiting the same
+ *   no-op functions, measured in the same run.
  * - `executor.windmill40_s`: 40 sequential tasks each computing fib(10) recursively, total wall
  *   seconds on PGlite. Baseline: the same 40 fib(10) calls in a plain loop.
  *

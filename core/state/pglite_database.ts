@@ -101,10 +101,13 @@ export function pgliteTemplateDir(): string | undefined {
     return undefined; // no permission to read the environment (a sandboxed task)
   }
   if (!cache) return undefined;
-  const build = sha256Hex(`${import.meta.resolve("@electric-sql/pglite")}|${PGLITE_SHARED_BUFFERS}`)
+  build ??= sha256Hex(`${import.meta.resolve("@electric-sql/pglite")}|${PGLITE_SHARED_BUFFERS}`)
     .slice(0, 16);
   return join(cache, "carrel", `pglite-template-${build}`);
 }
+
+/** The PGlite build's short name in template folder names (worked out once). */
+let build: string | undefined;
 
 /**
  * Puts an empty cluster in `dataDir`: a copy of the template, made first when missing. When the
