@@ -9,6 +9,7 @@ import type { PGlite } from "@electric-sql/pglite";
 // that never connects does not load it.
 import type postgres from "postgres";
 import { openPgliteDatabase } from "./pglite_database.ts";
+import { noDelay } from "./postgres_socket.ts";
 
 /** A connection that runs parameterised SQL (`$1`, `$2`, ...). */
 export interface SqlClient {
@@ -226,6 +227,7 @@ export class PostgresClient extends PostgresTx {
       connect_timeout: 10,
       transform: { undefined: null },
       connection: { application_name: "carrel" },
+      ...noDelay(),
     });
     return new PostgresClient(sql);
   }

@@ -13,6 +13,7 @@
 // task never connects does not load it.
 import type postgres from "postgres";
 import { formatDuration } from "../../core/duration.ts";
+import { noDelay } from "../../core/state/postgres_socket.ts";
 import type { Readable, Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 import {
@@ -195,6 +196,7 @@ export async function openPostgres(
       onnotice: () => {},
       connect_timeout: 30,
       connection: { application_name: "carrel" },
+      ...noDelay(),
     });
     return { sql, label, owned: true };
   } catch (err) {

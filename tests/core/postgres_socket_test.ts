@@ -1,0 +1,124 @@
+/**
+ * The PostgreSQL clients' sockets: Nagle's algorithm off on every connection (the state store's
+ * and the ILS operators'), hosts taken in turn, Unix sockets; with `CARREL_TEST_DATABASE_URL`,
+ * both clients are checked against a real server.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { createServer, type Server, Socket } from "node:net";
+import { join } from "node:path";
+import { postgresSocket } from "../../core/state/postgres_socket.ts";
+import { PostgresClient } from "../../core/state/sql_client.ts";
+import { sqlExtract } from "../../operators/ils/sql.ts";
+import { notePostgresSkipped, TEST_DATABASE_URL, withTmpDir } from "../test_utils.ts";
+
+notePostgresSkipped();
+
+/** Records every `setNoDelay` call of any socket until disposed. */
+function watchNoDelay(): { calls: boolean[] } & Disposable {
+  const original = Socket.prototype.setNoDelay;
+  const calls: boolean[] = [];
+  Socket.prototype.setNoDelay = function (this: Socket, noDelay?: boolean) {
+    calls.push(noDelay ?? true);
+    return original.call(this, noDelay);
+  };
+  return {
+    calls,
+    [Symbol.dispose]() {
+      Socket.prototype.setNoDelay = original;
+    },
+  };
+}
+
+/** A server that counts the connections it accepts, and where it listens. */
+async function listening(
+  at: { port: 0 } | { path: string },
+): Promise<{ server: Server; accepted: () => number; port: number } & AsyncDisposable> {
+  let accepted = 0;
+  const open = new Set<Socket>();
+  const server = createServer((s) => {
+    accepted++;
+    open.add(s);
+    s.on("error", () => {});
+  });
+  await new Promise<void>((resolve) => {
+    if ("path" in at) server.listen(at.path, resolve);
+    else server.listen(0, "127.0.0.1", resolve);
+  });
+  const address = server.address();
+  return {
+    server,
+    accepted: () => accepted,
+    port: typeof address === "object" && address !== null ? address.port : 0,
+    async [Symbol.asyncDispose]() {
+      for (const s of open) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Opens a socket through `open` and waits until it is connected. */
+async function connected(socket: Socket): Promise<Socket> {
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", () => resolve());
+    socket.once("error", reject);
+  });
+  return socket;
+}
+
+Deno.test("postgresSocket connects to the hosts in turn with Nagle's algorithm off", async () => {
+  using watch = watchNoDelay();
+  await using a = await listening({ port: 0 });
+  await using b = await listening({ port: 0 });
+  const open = postgresSocket();
+  const options = { host: ["127.0.0.1", "127.0.0.1"], port: [a.port, b.port] };
+  const sockets = [
+    await connected(open(options)),
+    await connected(open(options)),
+    await connected(open(options)),
+  ];
+  try {
+    assert.deepEqual(sockets.map((s) => s.remotePort), [a.port, b.port, a.port]);
+    assert.deepEqual(watch.calls, [true, true, true]);
+  } finally {
+    for (const s of sockets) s.destroy();
+  }
+});
+
+Deno.test("postgresSocket connects to a Unix socket when postgres.js gives a path", async () => {
+  using watch = watchNoDelay();
+  await using dir = await withTmpDir();
+  const path = join(dir.path, ".s.PGSQL.5432");
+  await using server = await listening({ path });
+  const socket = await connected(postgresSocket()({ host: [dir.path], port: [5432], path }));
+  socket.destroy();
+  assert.equal(server.accepted(), 1);
+  // A Unix socket has no Nagle's algorithm; asking is harmless either way.
+  assert.ok(watch.calls.every((c) => c === true));
+});
+
+Deno.test({
+  name:
+    "the state store's and the ILS operators' PostgreSQL connections turn Nagle's algorithm off",
+  ignore: !TEST_DATABASE_URL,
+  async fn() {
+    {
+      using watch = watchNoDelay();
+      const client = await PostgresClient.connect(TEST_DATABASE_URL!, { max: 1 });
+      try {
+        assert.deepEqual([...await client.query("SELECT 1 AS one")], [{ one: 1 }]);
+      } finally {
+        await client.close();
+      }
+      assert.deepEqual(watch.calls, [true], "the state store's connection");
+    }
+    {
+      using watch = watchNoDelay();
+      const rows = [];
+      for await (const row of sqlExtract(TEST_DATABASE_URL!, "SELECT 2 AS two")) rows.push(row);
+      assert.deepEqual(rows, [{ two: 2 }]);
+      assert.ok(watch.calls.length > 0 && watch.calls.every((c) => c === true), "sqlExtract's");
+    }
+  },
+});
