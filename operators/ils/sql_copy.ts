@@ -24,6 +24,13 @@ import { checkRow, quoteIdentifier, type Row, rowBatchReader, SqlError } from ".
 export const COPY_CHUNK_BYTES = 1 << 20;
 
 /**
+ * Encoded COPY text a load keeps ready while the database works (see {@linkcode CopyChunks}):
+ * about what the encoder makes while the server runs a staged `INSERT` of
+ * {@linkcode STAGE_BYTES}, so neither side waits for the other for long.
+ */
+export const COPY_AHEAD_BYTES = 8 << 20;
+
+/**
  * COPY text a load stages before it moves the rows into the target (`DO NOTHING` loads only): the
  * staging table stays this small whatever the load's size, instead of growing to a copy of it in
  * the server's temporary files. An `onConflict: "update"` load stages everything and moves it
@@ -101,16 +108,24 @@ export function copyTextField(value: unknown): string | undefined {
 export class CopyChunks {
   /** Rows read so far. */
   position = 0;
+  /**
+   * @param chunkBytes COPY text per chunk.
+   * @param aheadBytes Encoded text that may wait for the database (chunks written behind the
+   * encoder, in order): while the server works through a chunk or a staged `INSERT`, the rows
+   * after it are read and encoded instead of waiting. One chunk at least.
+   */
   constructor(
     readonly action: string,
     readonly columns: readonly string[],
     readonly chunkBytes = COPY_CHUNK_BYTES,
+    readonly aheadBytes = COPY_AHEAD_BYTES,
   ) {}
 
   /**
    * Encodes the rows chunk by chunk; `write` loads one chunk (text, first row position, row
-   * count). While a chunk loads, the next one is encoded: `write` is awaited before the one
-   * after it starts.
+   * count). Chunks are written one at a time, in order, while the encoder goes on with the
+   * rows after them, up to `aheadBytes` of text not yet written; a failed write stops the
+   * encoder at its next chunk and is what `run` throws.
    */
   async run(
     rows: AsyncIterable<Row> | Iterable<Row>,
@@ -121,7 +136,12 @@ export class CopyChunks {
     let parts: string[] = [];
     let bytes = 0;
     let first = 1;
-    let pending: Promise<void> | undefined;
+    /** The last chunk's write (each waits for the one before). */
+    let tail: Promise<void> = Promise.resolve();
+    let failed = false;
+    /** Chunks handed to the writer and not known to be written, oldest first. */
+    const behind: { written: Promise<void>; bytes: number }[] = [];
+    let behindBytes = 0;
     const flush = async () => {
       const count = this.position + 1 - first;
       if (count === 0) return;
@@ -130,11 +150,17 @@ export class CopyChunks {
       parts = [];
       bytes = 0;
       first = this.position + 1;
-      await pending;
-      pending = write(text, start, count);
-      // A failed chunk is reported by the await above on the next flush, or at the end; keep
-      // the rejection from being seen as unhandled meanwhile.
-      pending.catch(() => {});
+      tail = tail.then(() => write(text, start, count));
+      // A failed chunk is thrown by the awaits below or at the end; keep the rejection from
+      // being seen as unhandled meanwhile.
+      tail.catch(() => failed = true);
+      behind.push({ written: tail, bytes: text.length });
+      behindBytes += text.length;
+      while (behind.length > 0 && (failed || behindBytes > this.aheadBytes)) {
+        const oldest = behind.shift()!;
+        behindBytes -= oldest.bytes;
+        await oldest.written;
+      }
     };
     const next = rowBatchReader(rows);
     try {
@@ -168,12 +194,8 @@ export class CopyChunks {
       }
       await flush();
     } finally {
-      // Settle the chunk in flight before returning or throwing, so the connection is idle.
-      if (pending !== undefined) {
-        const last = pending;
-        pending = undefined;
-        await last;
-      }
+      // Settle the chunks in flight before returning or throwing, so the connection is idle.
+      await tail;
     }
   }
 }
