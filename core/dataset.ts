@@ -492,6 +492,7 @@ export function jsonRecord(record: unknown): unknown {
     Object.getPrototypeOf(record) === Object.prototype &&
     typeof (record as { toJSON?: unknown }).toJSON !== "function"
   ) {
+    if (isFlatJson(record as Record<string, unknown>)) return { ...record };
     const out: Record<string, unknown> = {};
     const keys = Object.keys(record);
     for (let i = 0; i < keys.length; i++) {
@@ -522,6 +523,22 @@ export function jsonRecord(record: unknown): unknown {
   }
   const text = JSON.stringify(record);
   return text === undefined ? undefined : JSON.parse(text);
+}
+
+/**
+ * Whether a plain object's copy is already its JSON form: string, boolean, null and finite
+ * number values only (not -0), no symbol keys. Then a spread copy is what a dataset gives back,
+ * made several times faster than key by key.
+ */
+function isFlatJson(record: Record<string, unknown>): boolean {
+  for (const key in record) {
+    const v = record[key];
+    const t = typeof v;
+    if (t === "string" || t === "boolean" || v === null) continue;
+    if (t === "number" && Number.isFinite(v) && (v !== 0 || 1 / (v as number) > 0)) continue;
+    return false;
+  }
+  return Object.getOwnPropertySymbols(record).length === 0;
 }
 
 /**

@@ -72,3 +72,33 @@ Deno.test("dataset: a line that is not JSON fails the read as it would line by l
   await Deno.writeTextFile(path, '{"a":1}\n{"a":\n{"a":3}\n');
   await assert.rejects(() => collect(new Dataset(dataset.ref, ws).batches()), SyntaxError);
 });
+
+Deno.test("jsonRecord gives what a dataset would give back, as a copy", async (t) => {
+  const { jsonRecord } = await import("../../core/dataset.ts");
+  const viaJson = (r: unknown) => JSON.parse(JSON.stringify(r));
+  const flat = { id: "7", n: 3.5, ok: true, none: null, text: "a\tb" };
+  const cases: [string, unknown][] = [
+    ["a flat record", flat],
+    ["-0", { a: -0, b: 1 }],
+    ["-0, NaN, Infinity", { a: -0, b: NaN, c: Infinity, d: 1 }],
+    ["dates, undefined, functions", { at: new Date(0), u: undefined, f: () => 1, s: "x" }],
+    ["nested values", { list: [1, { at: new Date(0) }], o: { u: undefined } }],
+    ["a __proto__ key", JSON.parse('{"__proto__": "x", "a": 1}')],
+    ["a __proto__ key beside a date", JSON.parse('{"__proto__": {"y": 2}, "a": 1}')],
+    ["a symbol key", { a: "1", [Symbol("s")]: "hidden" }],
+  ];
+  cases[5]![1] = Object.assign(cases[5]![1] as object, { at: new Date(0) });
+  for (const [name, record] of cases) {
+    await t.step(name, () => {
+      const copy = jsonRecord(record) as Record<string, unknown>;
+      assert.deepEqual(copy, viaJson(record));
+      assert.equal(Object.getPrototypeOf(copy), Object.prototype);
+      assert.deepEqual(Object.getOwnPropertySymbols(copy), []);
+      assert.notEqual(copy, record);
+    });
+  }
+  // A copy: changing it leaves the original as it was.
+  const copy = jsonRecord(flat) as Record<string, unknown>;
+  copy.id = "8";
+  assert.equal(flat.id, "7");
+});
