@@ -15,12 +15,15 @@ export interface PostgresSocketOptions {
   port: readonly number[];
   /** A Unix socket (`/run/postgresql/.s.PGSQL.5432`), when the host is a folder. */
   path?: string | false;
+  /** TCP keep-alive in seconds (postgres.js' `keep_alive`, default 60; 0 or null: off). */
+  keep_alive?: number | null;
 }
 
 /**
  * postgres.js' `socket` option for one client: each new connection is a socket with Nagle's
  * algorithm off, connecting to the URL's hosts in turn (several hosts: `postgres://a,b/db`), or
- * to its Unix socket. postgres.js still does the rest (TLS, start-up, time-outs, keep-alive).
+ * to its Unix socket, with postgres.js' keep-alive set once connected. postgres.js still does the
+ * rest (TLS, start-up, time-outs).
  *
  * @example
  * ```ts ignore
@@ -33,7 +36,11 @@ export function postgresSocket(): (options: PostgresSocketOptions) => Socket {
   let next = 0;
   return (options) => {
     const socket = new Socket();
-    socket.once("connect", () => socket.setNoDelay(true));
+    socket.once("connect", () => {
+      socket.setNoDelay(true);
+      // postgres.js asks for keep-alive before this socket is connected; ask again once it is.
+      if (options.keep_alive) socket.setKeepAlive(true, 1000 * options.keep_alive);
+    });
     if (options.path) socket.connect(options.path);
     else {
       const at = next++ % Math.max(1, options.host.length);

@@ -15,18 +15,26 @@ import { notePostgresSkipped, TEST_DATABASE_URL, withTmpDir } from "../test_util
 
 notePostgresSkipped();
 
-/** Records every `setNoDelay` call of any socket until disposed. */
-function watchNoDelay(): { calls: boolean[] } & Disposable {
-  const original = Socket.prototype.setNoDelay;
+/** Records every `setNoDelay` and `setKeepAlive` call of any socket until disposed. */
+function watchNoDelay(): { calls: boolean[]; keepAlive: [boolean, number][] } & Disposable {
+  const noDelay = Socket.prototype.setNoDelay;
+  const keepAlive = Socket.prototype.setKeepAlive;
   const calls: boolean[] = [];
-  Socket.prototype.setNoDelay = function (this: Socket, noDelay?: boolean) {
-    calls.push(noDelay ?? true);
-    return original.call(this, noDelay);
+  const kept: [boolean, number][] = [];
+  Socket.prototype.setNoDelay = function (this: Socket, on?: boolean) {
+    calls.push(on ?? true);
+    return noDelay.call(this, on);
+  };
+  Socket.prototype.setKeepAlive = function (this: Socket, on?: boolean, delay?: number) {
+    if (this.remotePort !== undefined) kept.push([on ?? false, delay ?? 0]);
+    return keepAlive.call(this, on, delay);
   };
   return {
     calls,
+    keepAlive: kept,
     [Symbol.dispose]() {
-      Socket.prototype.setNoDelay = original;
+      Socket.prototype.setNoDelay = noDelay;
+      Socket.prototype.setKeepAlive = keepAlive;
     },
   };
 }
@@ -72,7 +80,7 @@ Deno.test("postgresSocket connects to the hosts in turn with Nagle's algorithm o
   await using a = await listening({ port: 0 });
   await using b = await listening({ port: 0 });
   const open = postgresSocket();
-  const options = { host: ["127.0.0.1", "127.0.0.1"], port: [a.port, b.port] };
+  const options = { host: ["127.0.0.1", "127.0.0.1"], port: [a.port, b.port], keep_alive: 60 };
   const sockets = [
     await connected(open(options)),
     await connected(open(options)),
@@ -81,6 +89,8 @@ Deno.test("postgresSocket connects to the hosts in turn with Nagle's algorithm o
   try {
     assert.deepEqual(sockets.map((s) => s.remotePort), [a.port, b.port, a.port]);
     assert.deepEqual(watch.calls, [true, true, true]);
+    // Keep-alive as postgres.js asked for it, once each socket is connected.
+    assert.deepEqual(watch.keepAlive, [[true, 60_000], [true, 60_000], [true, 60_000]]);
   } finally {
     for (const s of sockets) s.destroy();
   }
