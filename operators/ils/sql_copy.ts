@@ -125,7 +125,8 @@ export class CopyChunks {
    * Encodes the rows chunk by chunk; `write` loads one chunk (text, first row position, row
    * count). Chunks are written one at a time, in order, while the encoder goes on with the
    * rows after them, up to `aheadBytes` of text not yet written; a failed write stops the
-   * encoder at its next chunk and is what `run` throws.
+   * encoder at its next chunk and is what `run` throws. When the encoder fails (a bad row, the
+   * input's own error), the chunk being written settles and the ones waiting are dropped.
    */
   async run(
     rows: AsyncIterable<Row> | Iterable<Row>,
@@ -139,6 +140,8 @@ export class CopyChunks {
     /** The last chunk's write (each waits for the one before). */
     let tail: Promise<void> = Promise.resolve();
     let failed = false;
+    /** Set when the encoder fails: chunks not started yet are not written. */
+    let stopped = false;
     /** Chunks handed to the writer and not known to be written, oldest first. */
     const behind: { written: Promise<void>; bytes: number }[] = [];
     let behindBytes = 0;
@@ -150,7 +153,7 @@ export class CopyChunks {
       parts = [];
       bytes = 0;
       first = this.position + 1;
-      tail = tail.then(() => write(text, start, count));
+      tail = tail.then(() => stopped ? undefined : write(text, start, count));
       // A failed chunk is thrown by the awaits below or at the end; keep the rejection from
       // being seen as unhandled meanwhile.
       tail.catch(() => failed = true);
@@ -193,10 +196,15 @@ export class CopyChunks {
         }
       }
       await flush();
-    } finally {
-      // Settle the chunks in flight before returning or throwing, so the connection is idle.
-      await tail;
+    } catch (error) {
+      // The rows cannot all be loaded: write nothing more, let the chunk in flight settle (so
+      // the connection is idle), and throw what stopped the encoder.
+      stopped = true;
+      await tail.catch(() => {});
+      throw error;
     }
+    // Every chunk written before returning.
+    await tail;
   }
 }
 

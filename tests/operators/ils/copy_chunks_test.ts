@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { CopyChunks } from "../../../operators/ils/sql_copy.ts";
+import { SourceFailure } from "../../../operators/ils/sql_common.ts";
 
 /** `n` rows of one column, counting how many the encoder has pulled. */
 function counted(n: number): { rows: Iterable<Record<string, unknown>>; pulled: () => number } {
@@ -84,4 +85,33 @@ Deno.test("CopyChunks stops encoding at a failed write and throws its error", as
   );
   assert.equal(calls, 3, "a chunk was written after one failed");
   assert.ok(input.pulled() < 1_000, "the encoder read every row after the failure");
+});
+
+Deno.test("CopyChunks drops the chunks waiting when its input fails, after the one in flight", async () => {
+  function* failing() {
+    for (let i = 1; i <= 40; i++) yield { v: `row-${String(i).padStart(4, "0")}` };
+    throw new Error("the source broke");
+  }
+  const chunks = new CopyChunks("Cannot load", ["v"], 36, 1 << 20);
+  const firstWrite = deferred();
+  const started = deferred();
+  const written: number[] = [];
+  const run = chunks.run(failing(), async (_text, first) => {
+    if (first === 1) {
+      started.resolve();
+      await firstWrite.promise;
+    }
+    written.push(first);
+  });
+  run.catch(() => {});
+  await started.promise;
+  // Plain generator: by the next macrotask the encoder has reached the failure.
+  await new Promise((r) => setTimeout(r, 0));
+  firstWrite.resolve();
+  // The input's own error, passed on as the loaders pass it (unwrapped by them).
+  await assert.rejects(
+    run,
+    (e) => e instanceof SourceFailure && /the source broke/.test(String(e.error)),
+  );
+  assert.deepEqual(written, [1], "chunks queued behind the failure were written");
 });
