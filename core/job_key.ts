@@ -17,25 +17,40 @@ import { createHash } from "node:crypto";
  * ```
  */
 export function canonicalJson(value: unknown): string {
-  if (value === null) return "null";
-  if (value instanceof Date) return JSON.stringify(value.toISOString());
   switch (typeof value) {
     case "string":
-    case "boolean":
       return JSON.stringify(value);
+    case "boolean":
+      return value ? "true" : "false";
     case "number":
       if (!Number.isFinite(value)) throw new TypeError("Cannot canonicalize a non-finite number");
       return JSON.stringify(value);
     case "bigint":
       return value.toString();
     case "object": {
+      if (value === null) return "null";
+      if (value instanceof Date) return JSON.stringify(value.toISOString());
+      // Loops and string concatenation: this runs for every job key and audit entry.
       if (Array.isArray(value)) {
-        return `[${value.map((v) => (v === undefined ? "null" : canonicalJson(v))).join(",")}]`;
+        let out = "[";
+        for (let i = 0; i < value.length; i++) {
+          const v = value[i];
+          out += (i === 0 ? "" : ",") + (v === undefined ? "null" : canonicalJson(v));
+        }
+        return out + "]";
       }
-      const entries = Object.entries(value as Record<string, unknown>)
-        .filter(([, v]) => v !== undefined)
-        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-      return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+      const record = value as Record<string, unknown>;
+      // The default sort compares UTF-16 code units, as `<` on strings does.
+      const keys = Object.keys(record).sort();
+      let out = "{";
+      let first = true;
+      for (const k of keys) {
+        const v = record[k];
+        if (v === undefined) continue;
+        out += (first ? "" : ",") + JSON.stringify(k) + ":" + canonicalJson(v);
+        first = false;
+      }
+      return out + "}";
     }
     default:
       throw new TypeError(`Cannot canonicalize a value of type ${typeof value}`);

@@ -337,7 +337,8 @@ export function taskContext(
     jobKey,
     logicalDate: run.interval.start,
     dataInterval: { start: run.interval.start, end: run.interval.end },
-    params: structuredClone(run.params),
+    // A copy per attempt (a task cannot change another's); most runs have none to copy.
+    params: Object.keys(run.params).length === 0 ? {} : structuredClone(run.params),
     attempt,
     signal,
     log: runLogger({ runId: run.runId, dagId: run.dagId, taskId: t.id, attempt }),

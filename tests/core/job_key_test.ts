@@ -23,6 +23,9 @@ Deno.test("job key: canonicalJson sorts keys at every depth and drops undefined"
   assert.equal(canonicalJson([1, undefined, "a"]), '[1,null,"a"]');
   assert.equal(canonicalJson(new Date("2026-01-01T00:00:00Z")), '"2026-01-01T00:00:00.000Z"');
   assert.equal(canonicalJson(null), "null");
+  // A dropped first member leaves no comma; keys are escaped; booleans as JSON.
+  assert.equal(canonicalJson({ a: undefined, b: true, '"k': false }), '{"\\"k":false,"b":true}');
+  assert.equal(canonicalJson([[], {}, [undefined]]), "[[],{},[null]]");
   assert.equal(canonicalJson("é\n"), '"é\\n"');
   // Key order of equal objects does not matter; code-point order, not locale order.
   assert.equal(canonicalJson({ b: 1, a: 2, B: 3 }), canonicalJson({ B: 3, a: 2, b: 1 }));
