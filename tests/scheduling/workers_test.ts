@@ -1162,3 +1162,50 @@ export default defineDag({
     assert.equal(new Set(executed).size, total);
   },
 });
+
+Deno.test({
+  name:
+    "workers: a claim passes over the tasks of a run another transaction is writing, unless every ready task's run is [postgres]",
+  ...pg,
+  fn: async () => {
+    await using w = await world();
+    await w.write(
+      "spread",
+      `import { defineDag, task } from ${JSON.stringify(CORE_MOD)};
+export default defineDag({
+  id: "spread",
+  schedule: null,
+  tasks: { a: task({ run: () => 1 }), b: task({ run: () => 2 }) },
+});
+`,
+    );
+    const dag = await w.dag("spread");
+    const older = await startRun(w.store, dag, dayInterval(0), {}, "triggered");
+    const newer = await startRun(w.store, dag, dayInterval(1), {}, "triggered");
+    const writer = await w.connect();
+    const claimer = await w.connect();
+    const runOf = (c: Claim | "contended" | undefined) => {
+      assert.ok(c && c !== "contended", "a claim");
+      return c.run.runId;
+    };
+    // Another worker records a task's end in the older run: its run row is locked meanwhile.
+    const locked = (runIds: string[], then: () => Promise<void>) =>
+      writer.client.transaction(async (tx) => {
+        await tx.query("UPDATE dag_runs SET updated_at = now() WHERE run_id = ANY($1::text[])", [
+          runIds,
+        ]);
+        await then();
+      });
+    await locked([older.runId], async () => {
+      assert.equal(runOf(await claimer.claimTask("w:1:spread", 30_000)), newer.runId);
+    });
+    // Nothing else locked: the oldest again.
+    assert.equal(runOf(await claimer.claimTask("w:1:spread", 30_000)), older.runId);
+    // Every ready task's run is being written: a claim still takes the oldest, it never waits.
+    await locked([older.runId, newer.runId], async () => {
+      assert.equal(runOf(await claimer.claimTask("w:1:spread", 30_000)), older.runId);
+    });
+    assert.equal(runOf(await claimer.claimTask("w:1:spread", 30_000)), newer.runId);
+    assert.equal(await claimer.claimTask("w:1:spread", 30_000), undefined);
+  },
+});
