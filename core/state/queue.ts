@@ -68,7 +68,9 @@ export function runWriteJson(w: RunWrite | undefined): Record<string, unknown> {
 /**
  * {@link APPLY_BATCH}, then (only when it was written) {@link CLAIM_TASK} for the same worker: a
  * worker that records an attempt's end takes its next task in the same round trip. Parameters
- * `$1`..`$13` as APPLY_BATCH, `$14`..`$17` as CLAIM_TASK.
+ * `$1`..`$13` as APPLY_BATCH, `$14`..`$17` as CLAIM_TASK. The claim's columns are in the first row
+ * only (null in the others): each further audit row carried the same JSON again, sent and parsed
+ * once per row.
  */
 export const APPLY_BATCH_AND_CLAIM = `
 WITH g AS (
@@ -81,8 +83,10 @@ c AS (
 )
 SELECT g.out_version::text AS version, g.out_unfinished AS unfinished, g.out_held AS held,
   a.out_seq::text AS seq, a.out_hash AS hash, a.out_prev AS prev, a.out_pos::text AS pos,
-  (SELECT out_candidates FROM c) AS candidates, (SELECT out_tasks FROM c) AS tasks,
-  (SELECT out_run FROM c) AS run
+  CASE WHEN row_number() OVER (ORDER BY a.out_seq) = 1 THEN (SELECT out_candidates FROM c) END
+    AS candidates,
+  CASE WHEN row_number() OVER (ORDER BY a.out_seq) = 1 THEN (SELECT out_tasks FROM c) END AS tasks,
+  CASE WHEN row_number() OVER (ORDER BY a.out_seq) = 1 THEN (SELECT out_run FROM c) END AS run
 FROM g
 LEFT JOIN LATERAL carrel_audit_append(
   CASE WHEN g.out_version IS NOT NULL THEN $10::text::jsonb END
