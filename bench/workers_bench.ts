@@ -10,6 +10,8 @@
  *   start of its downstream's, over a chain run by one worker (`performance.now()` in the task
  *   bodies: measured exactly as the baseline is). Baseline: graphile-worker, a job that enqueues
  *   the next one; from the end of one job's function to the start of the next.
+ * - These three alternate Carrel and graphile-worker rounds (3 each; quick: 1) and report each
+ *   side's median, every round's figure in `extra`.
  * - `workers.exactly_once_10k`: seconds for 4 worker processes to complete 10,000 no-op task
  *   instances (quick: 2,000) while one of them is killed with SIGKILL halfway; fails unless every
  *   instance succeeded exactly once (one success each in the store and in the audit trail).
@@ -31,7 +33,7 @@ import { loadDags } from "../core/loader.ts";
 import { openPostgresStore } from "../core/state/postgres.ts";
 import type { SqlStateStore } from "../core/state/sql_store.ts";
 import { runWorker, startRun } from "../core/run/worker.ts";
-import { type BenchOptions, median, type Metric, metric } from "./metric.ts";
+import { type BenchOptions, median, type Metric, metric, roundSignificant } from "./metric.ts";
 
 const { Logger, makeWorkerUtils, run: runGraphile, runMigrations } = graphile;
 
@@ -56,12 +58,14 @@ interface Sizes {
   chain: number;
   /** Task instances for the exactly-once measurement (100 per run). */
   exactlyOnce: number;
+  /** Alternating rounds of each throughput and handoff measurement (each side's median). */
+  rounds: number;
 }
 
 function sizes(quick: boolean): Sizes {
   return quick
-    ? { tasks: 300, perRun: 20, chain: 15, exactlyOnce: 2_000 }
-    : { tasks: 2000, perRun: 20, chain: 40, exactlyOnce: 10_000 };
+    ? { tasks: 300, perRun: 20, chain: 15, exactlyOnce: 2_000, rounds: 1 }
+    : { tasks: 2000, perRun: 20, chain: 40, exactlyOnce: 10_000, rounds: 3 };
 }
 
 /** The server URL, or undefined. */
@@ -456,32 +460,59 @@ export async function benchWorkers(opts: BenchOptions): Promise<Metric[]> {
     await drain(ctx, noop, 1, 1);
     await graphileThroughput(graphileDb.url, 20, 1);
 
-    const ours1 = await carrelThroughput(ctx, noop, s, 1);
-    const theirs1 = await graphileThroughput(graphileDb.url, s.tasks, 1);
-    const ours4 = await carrelThroughput(ctx, noop, s, 4);
-    const theirs4 = await graphileThroughput(graphileDb.url, s.tasks, 4);
-    const handoff = await carrelHandoff(ctx, chain);
-    const theirHandoff = await graphileHandoff(graphileDb.url, s.chain);
+    // Carrel and graphile-worker take turns, `s.rounds` times each, and each side reports its
+    // median: a machine whose speed drifts within minutes (seen: graphile-worker alone from 868 to
+    // 2,707 jobs/s in consecutive runs) then moves both sides, not whichever ran in a slow moment.
+    const claims = async (workers: number) => {
+      const ours: number[] = [], theirs: number[] = [], seconds: number[] = [];
+      for (let r = 0; r < s.rounds; r++) {
+        const o = await carrelThroughput(ctx, noop, s, workers);
+        ours.push(o.perSecond);
+        seconds.push(o.seconds);
+        theirs.push(await graphileThroughput(graphileDb.url, s.tasks, workers));
+      }
+      return { ours, theirs, seconds };
+    };
+    const claims1 = await claims(1);
+    const claims4 = await claims(4);
+    const handoffs: { columnsMs: number; bodyMs: number }[] = [];
+    const theirHandoffs: number[] = [];
+    for (let r = 0; r < s.rounds; r++) {
+      handoffs.push(await carrelHandoff(ctx, chain));
+      theirHandoffs.push(await graphileHandoff(graphileDb.url, s.chain));
+    }
     const exactly = await carrelExactlyOnce(ctx, once, s.exactlyOnce);
     const theirExactly = s.exactlyOnce / await graphileThroughput(graphileDb.url, s.exactlyOnce, 4);
 
-    const common = { tasks: s.tasks, tasksPerRun: s.perRun, quick: opts.quick };
+    const common = { tasks: s.tasks, tasksPerRun: s.perRun, rounds: s.rounds, quick: opts.quick };
+    const each = (values: number[]) => values.map((v) => roundSignificant(v));
+    const claimsExtra = (c: Awaited<ReturnType<typeof claims>>, workers: number) => ({
+      ...common,
+      workers,
+      seconds: each(c.seconds),
+      carrel_per_round: each(c.ours),
+      graphile_per_round: each(c.theirs),
+    });
     return [
-      metric("workers.claims_per_s.1", ours1.perSecond, "tasks/s", {
-        name: "graphile-worker@0.16 jobs/s, concurrency 1",
-        value: theirs1,
-      }, { ...common, workers: 1, seconds: ours1.seconds }),
-      metric("workers.claims_per_s.4", ours4.perSecond, "tasks/s", {
-        name: "graphile-worker@0.16 jobs/s, concurrency 4",
-        value: theirs4,
-      }, { ...common, workers: 4, seconds: ours4.seconds }),
-      metric("workers.handoff_latency_ms", handoff.bodyMs, "ms", {
-        name: "graphile-worker@0.16, job enqueuing the next: end to next start",
-        value: theirHandoff,
+      metric("workers.claims_per_s.1", median(claims1.ours), "tasks/s", {
+        name: "graphile-worker@0.16 jobs/s, concurrency 1 (median of alternating rounds)",
+        value: median(claims1.theirs),
+      }, claimsExtra(claims1, 1)),
+      metric("workers.claims_per_s.4", median(claims4.ours), "tasks/s", {
+        name: "graphile-worker@0.16 jobs/s, concurrency 4 (median of alternating rounds)",
+        value: median(claims4.theirs),
+      }, claimsExtra(claims4, 4)),
+      metric("workers.handoff_latency_ms", median(handoffs.map((h) => h.bodyMs)), "ms", {
+        name:
+          "graphile-worker@0.16, job enqueuing the next: end to next start (median of alternating rounds)",
+        value: median(theirHandoffs),
       }, {
         chain: s.chain,
+        rounds: s.rounds,
+        carrel_per_round: each(handoffs.map((h) => h.bodyMs)),
+        graphile_per_round: each(theirHandoffs),
         // The same gap as the store records it (ended_at to the next started_at).
-        recordedGapMs: Math.round(handoff.columnsMs * 100) / 100,
+        recordedGapMs: Math.round(median(handoffs.map((h) => h.columnsMs)) * 100) / 100,
         quick: opts.quick,
       }),
       metric("workers.exactly_once_10k", exactly.seconds, "s", {
