@@ -21,6 +21,14 @@ function counted(n: number): { rows: Iterable<Record<string, unknown>>; pulled: 
   return { rows: rows(), pulled: () => pulled };
 }
 
+/**
+ * Resolves once the work already queued as microtasks has run: the next macrotask, by
+ * `setImmediate` (no timer: the encoder below waits on nothing but microtasks).
+ */
+function microtasksDone(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** A promise and its resolver. */
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -50,7 +58,7 @@ Deno.test("CopyChunks encodes ahead of a slow writer, up to aheadBytes, and writ
   await started.promise;
   // The rows come from a plain generator, so the encoder moves on in microtasks only: once a
   // macrotask runs, it has gone as far as it may while the first chunk is being written.
-  await new Promise((r) => setTimeout(r, 0));
+  await microtasksDone();
   const ahead = input.pulled();
   assert.ok(ahead > 4, `the encoder waited for the first write (pulled ${ahead} rows)`);
   assert.ok(ahead < 100, `the encoder read everything while nothing was written (${ahead})`);
@@ -106,7 +114,7 @@ Deno.test("CopyChunks drops the chunks waiting when its input fails, after the o
   run.catch(() => {});
   await started.promise;
   // Plain generator: by the next macrotask the encoder has reached the failure.
-  await new Promise((r) => setTimeout(r, 0));
+  await microtasksDone();
   firstWrite.resolve();
   // The input's own error, passed on as the loaders pass it (unwrapped by them).
   await assert.rejects(
