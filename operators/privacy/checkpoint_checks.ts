@@ -21,6 +21,7 @@ import {
   type PiiKeyOptions,
 } from "./pii.ts";
 import { schemaFields } from "./schema_paths.ts";
+import { compileFastSchema } from "./fast_schema.ts";
 import { type CellTable, checkSmallCells, type SmallCellsCheck } from "./small_cells.ts";
 
 /** Names of checkpoint checks. Detector checks are `detector:<detector name>`. */
@@ -227,6 +228,8 @@ export function createCheckpoint(options: CheckpointOptions = {}): Checkpoint {
   const scanner = createRecordScanner(createDetectors(options.detectors ?? {}), namer);
   const piiStripper = createPiiStripper(options.piiKeys ?? {}, namer);
   const strict = options.schema === undefined ? undefined : strictSchema(options.schema);
+  // Vouches only for records zod accepts too; zod checks (and describes) every other one.
+  const fast = strict === undefined ? undefined : compileFastSchema(strict);
   const allow = options.allowFields === undefined ? undefined : buildAllowList(options.allowFields);
 
   // Configured paths no record has carried yet (emptied as records carry them).
@@ -372,7 +375,7 @@ export function createCheckpoint(options: CheckpointOptions = {}): Checkpoint {
       } else {
         checkTokenized(record, findings);
         walkFields(record, "", allow === undefined ? "allowed" : "partial", findings);
-        if (strict !== undefined) {
+        if (strict !== undefined && !fast?.accepts(record)) {
           const parsed = strict.safeParse(record);
           if (!parsed.success) {
             for (const issue of describeZodIssues(parsed.error.issues, record, namer)) {
