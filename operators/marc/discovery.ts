@@ -75,7 +75,23 @@ export interface ToDiscoveryOptions {
   holdingsCount?: number;
 }
 
-const TRAILING_PUNCT = /[\s/:;,=]+$/;
+/**
+ * Whether UTF-16 unit `c` is ISBD trailing punctuation: `/ : ; , =` or a character of the regular
+ * expression class `\s` (the set `String.prototype.trim` removes).
+ */
+function isTrailingPunct(c: number): boolean {
+  if (c <= 0x20) return c === 0x20 || (c >= 0x09 && c <= 0x0d);
+  if (c < 0x7f) return c === 0x2f || c === 0x3a || c === 0x3b || c === 0x2c || c === 0x3d;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 ||
+    c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}
+
+/** `t` without its trailing ISBD punctuation and whitespace (a scan from the end, no regex). */
+function stripTrailingPunct(t: string): string {
+  let end = t.length;
+  while (end > 0 && isTrailingPunct(t.charCodeAt(end - 1))) end--;
+  return end === t.length ? t : t.slice(0, end);
+}
 
 /**
  * Trim whitespace and trailing ISBD punctuation (` /`, ` :`, ` ;`, `,`, `=`, final `.`). A final
@@ -89,12 +105,12 @@ const TRAILING_PUNCT = /[\s/:;,=]+$/;
  * ```
  */
 export function trimIsbd(s: string): string {
-  let t = s.trim().replace(TRAILING_PUNCT, "");
+  let t = stripTrailingPunct(s.trim());
   if (
-    t.endsWith(".") && !t.endsWith("...") && !/(?:^|[\s.])\p{Lu}\.$/u.test(t) &&
-    !/\b(?:Jr|Sr|Dr|St|etc)\.$/.test(t)
+    t.charCodeAt(t.length - 1) === 0x2e && !t.endsWith("...") &&
+    !/(?:^|[\s.])\p{Lu}\.$/u.test(t) && !/\b(?:Jr|Sr|Dr|St|etc)\.$/.test(t)
   ) {
-    t = t.slice(0, -1).replace(TRAILING_PUNCT, "");
+    t = stripTrailingPunct(t.slice(0, -1));
   }
   return t.trim();
 }

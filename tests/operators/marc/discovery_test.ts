@@ -8,6 +8,7 @@ import {
   normalizeIssn,
   sanitizeRecord,
   toDiscovery,
+  trimIsbd,
 } from "../../../operators/marc/mod.ts";
 
 function df(tag: string, ind2: string, ...pairs: string[]): DataField {
@@ -120,4 +121,52 @@ Deno.test("formatOf covers the leader/06-07 families", () => {
   assert.equal(f("m", "m"), "computer file");
   assert.equal(f("t", "m"), "manuscript");
   assert.equal(f("z", "m"), "unknown");
+});
+
+/** The regular-expression definition of trimIsbd: the oracle its scanning version must match. */
+function trimIsbdByRegex(s: string): string {
+  const trailing = /[\s/:;,=]+$/;
+  let t = s.trim().replace(trailing, "");
+  if (
+    t.endsWith(".") && !t.endsWith("...") && !/(?:^|[\s.])\p{Lu}\.$/u.test(t) &&
+    !/\b(?:Jr|Sr|Dr|St|etc)\.$/.test(t)
+  ) {
+    t = t.slice(0, -1).replace(trailing, "");
+  }
+  return t.trim();
+}
+
+Deno.test("trimIsbd trims like its regular-expression definition, every whitespace included", () => {
+  // Every character of \s (and near misses), ISBD punctuation, capitals, abbreviations, surrogates.
+  const alphabet = [
+    ..."\t\n\v\f\r \u00a0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000\ufeff",
+    ..."\u0008\u000e\u001f\u007f\u0085\u180e\u200b\u200c\u2060",
+    ..."/:;,=.-()[]",
+    ..."aAbWzZÉé",
+    "Jr",
+    "etc",
+    "St",
+    "\ud83d\ude00",
+    "\ud83d",
+  ];
+  let seed = 7;
+  const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 16;
+  for (let i = 0; i < 20_000; i++) {
+    let s = "";
+    const n = next() % 12;
+    for (let k = 0; k < n; k++) s += alphabet[next() % alphabet.length];
+    assert.equal(trimIsbd(s), trimIsbdByRegex(s), `case ${i}: ${JSON.stringify(s)}`);
+  }
+  const fixed = [
+    "Les aspirations :",
+    "tinyana ...",
+    "Smith, J.",
+    "Smith, Jr.",
+    "x. /",
+    " .",
+    "x/\u3000/",
+  ];
+  for (const s of fixed) {
+    assert.equal(trimIsbd(s), trimIsbdByRegex(s));
+  }
 });
