@@ -17,7 +17,15 @@ import {
   toCatalogRecord,
   writeBibframeFiles,
 } from "../../../operators/mod.ts";
-import type { DataField, MarcRecord } from "../../../operators/marc/mod.ts";
+import {
+  type BfNode,
+  bibframeJsonLd,
+  bibframeJsonLdText,
+  bibframeRdfXml,
+  type DataField,
+  type MarcRecord,
+  toBibframe,
+} from "../../../operators/marc/mod.ts";
 import { fixtureRecord } from "../../../fixtures/marc.ts";
 import { withTmpDir } from "../../test_utils.ts";
 
@@ -351,4 +359,61 @@ Deno.test("BIBFRAME RDF/XML and JSON-LD parse back to the same graph of BIBFRAME
   assert.equal(tagged("Война и мир")?.language, "ru-cyrl");
   assert.equal(tagged("Толстой, Лев")?.language, "ru-cyrl");
   assert.equal(tagged("Khudozhestvennai͡a literatura")?.language, "");
+});
+
+/** Hand-made nodes: no IRI, a language tag, a key repeated apart, text that JSON and XML escape. */
+const TRICKY: BfNode[] = [
+  {
+    iri: 'http://example.org/a"b<c>&d#Work',
+    types: ["Work", "Text"],
+    props: [
+      ["title", { types: ["Title"], props: [["mainTitle", { literal: 'Q "x" \\ <y> & z' }]] }],
+      ["note", { literal: "tab\there\u0001\ud800 \u2028", lang: "he-hebr" }],
+      ["language", { iri: "http://id.loc.gov/vocabulary/languages/heb" }],
+      ["title", { types: ["Title"], props: [["subtitle", { literal: "", lang: "" }]] }],
+      ["rdfs:label", { literal: "\ufffe\uffff\r\n" }],
+      ["bf:title", { literal: "prefixed" }],
+    ],
+  },
+  { types: ["Instance"], props: [] },
+];
+
+Deno.test("bibframeJsonLdText writes what JSON.stringify writes of bibframeJsonLd's objects", () => {
+  const graphs: BfNode[][] = [TRICKY, toBibframe(leakyRecord(), { id: "x/1 ?" })];
+  for (let i = 1; i <= 300; i++) {
+    const record = catalog(fixtureRecord(i, 5, { vernacularEvery: 4 }), "marc21");
+    graphs.push(toBibframe(record.marc, { id: record.id, items: record.items ?? [] }));
+  }
+  for (const nodes of graphs) {
+    const expected = bibframeJsonLd(nodes).map((o) => JSON.stringify(o)).join(",\n");
+    assert.equal(bibframeJsonLdText(nodes), expected);
+  }
+});
+
+Deno.test("bibframeRdfXml lays out nested nodes, types, languages and escapes line by line", () => {
+  assert.equal(
+    bibframeRdfXml(TRICKY),
+    [
+      '  <bf:Work rdf:about="http://example.org/a&quot;b&lt;c&gt;&amp;d#Work">',
+      `    <rdf:type rdf:resource="http://id.loc.gov/ontologies/bibframe/Text"/>`,
+      "    <bf:title>",
+      "      <bf:Title>",
+      '        <bf:mainTitle>Q "x" \\ &lt;y&gt; &amp; z</bf:mainTitle>',
+      "      </bf:Title>",
+      "    </bf:title>",
+      '    <bf:note xml:lang="he-hebr">tab\there\ufffd\ud800 \u2028</bf:note>',
+      '    <bf:language rdf:resource="http://id.loc.gov/vocabulary/languages/heb"/>',
+      "    <bf:title>",
+      "      <bf:Title>",
+      "        <bf:subtitle></bf:subtitle>",
+      "      </bf:Title>",
+      "    </bf:title>",
+      "    <rdfs:label>\ufffd\ufffd\r\n</rdfs:label>",
+      "    <bf:title>prefixed</bf:title>",
+      "  </bf:Work>",
+      "  <bf:Instance>",
+      "  </bf:Instance>",
+      "",
+    ].join("\n"),
+  );
 });
