@@ -214,10 +214,14 @@ function genObject(
   if (Object.getOwnPropertySymbols(shape).length > 0) return undefined;
   const keys = Object.keys(shape);
   let code = `if (typeof ${v} !== "object" || ${v} === null || Array.isArray(${v})) return M;\n`;
-  if (strict) {
-    const i = refs.keys.push(new Set(keys)) - 1;
-    code += `for (const k in ${v}) if (!K[${i}].has(k)) return M;\n`;
-  }
+  // Every schema key must be an own enumerable key (counted as `for...in` yields them), so a
+  // copy of the value (what the gate's PII strip makes) parses the same; strict: no other key.
+  const keySet = refs.keys.push(new Set(keys)) - 1;
+  const seen = `c${counter++}`;
+  code += `let ${seen} = 0;\nfor (const k in ${v}) {\n`;
+  code += `if (K[${keySet}].has(k) && H.call(${v}, k)) ${seen}++;\n`;
+  code += strict ? `else return M;\n}\n` : `}\n`;
+  code += `if (${seen} !== ${keys.length}) return M;\n`;
   const outs: string[] = [];
   for (const key of keys) {
     // Optional fields (absent keys) are zod's to judge; `__proto__` is not copied by zod.
@@ -247,9 +251,17 @@ function compile(schema: unknown, build: boolean): ((value: unknown) => unknown)
       "P",
       "F",
       "G",
+      "H",
       `"use strict";\nreturn function fastSchema(input) {\n${gen.code}return ${gen.out};\n};`,
     );
-    return make(MISS, refs.keys, refs.patterns, refs.fns, refs.generic);
+    return make(
+      MISS,
+      refs.keys,
+      refs.patterns,
+      refs.fns,
+      refs.generic,
+      Object.prototype.hasOwnProperty,
+    );
   } catch {
     // No code generation here (a policy forbids it): zod alone decides.
     return undefined;

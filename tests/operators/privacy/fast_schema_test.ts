@@ -189,3 +189,32 @@ Deno.test("gate and checkpoint give the same results with the fast path as zod a
   assert.equal(summary.passed + summary.rejected, summary.records);
   assert.ok(summary.rejected > 50);
 });
+
+Deno.test("gate: a record with nothing to strip is parsed as its stripped copy would be", () => {
+  const schema = z.object({ id: z.string(), n: z.number().nullable() });
+  const gate = createGate({ schema, onInvalid: "quarantine" });
+  const plain = { id: "1", n: 2 };
+  const ok = gate.check(plain, 1);
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.value, { id: "1", n: 2 });
+  assert.notEqual(ok.value, plain, "a fresh object");
+  assert.deepEqual(ok.stripped, {});
+  // A schema key that is not an own enumerable key is not in the stripped copy: rejected.
+  const hidden = { n: 2 };
+  Object.defineProperty(hidden, "id", { value: "1", enumerable: false });
+  assert.equal(gate.check(hidden, 2).ok, false);
+  const inherited = Object.assign(Object.create({ id: "1" }), { n: 2 });
+  assert.equal(gate.check(inherited, 3).ok, false);
+  // PII keys are still stripped and counted, at any depth, before the parse.
+  const nested = createGate({
+    schema: z.object({ id: z.string(), branch: z.object({ code: z.string() }) }),
+    onInvalid: "quarantine",
+  });
+  const stripped = nested.check({ id: "1", branch: { code: "M", email: "x" }, Patron_ID: 3 }, 4);
+  assert.ok(stripped.ok);
+  assert.deepEqual(stripped.value, { id: "1", branch: { code: "M" } });
+  assert.deepEqual(stripped.stripped, { "branch.email": 1, Patron_ID: 1 });
+  assert.deepEqual(nested.summary().strippedByField, { "branch.email": 1, Patron_ID: 1 });
+  const summary = gate.summary();
+  assert.deepEqual([summary.passed, summary.rejected], [1, 2]);
+});
