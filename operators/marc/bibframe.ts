@@ -235,6 +235,14 @@ const ISO639_1: Record<string, string> = {
   yid: "yi",
 };
 
+/** Note tags and their `bf:noteType` (500: none), in the order their notes are written. */
+const NOTE_TYPES: ReadonlyArray<readonly [string, string | null]> = [
+  ["500", null],
+  ["501", "with"],
+  ["504", "bibliography"],
+  ["546", "language"],
+];
+
 const lit = (literal: string, lang?: string): BfLiteral => (lang ? { literal, lang } : { literal });
 
 function node(types: string[], props: Array<[string, BfValue | null | undefined]>): BfNode {
@@ -242,6 +250,11 @@ function node(types: string[], props: Array<[string, BfValue | null | undefined]
     types,
     props: props.filter((p): p is [string, BfValue] => p[1] !== null && p[1] !== undefined),
   };
+}
+
+/** Appends `[p, v]` to `props` for each of `values`, in order. */
+function put(props: Array<[string, BfValue]>, p: string, values: readonly BfValue[]): void {
+  for (const v of values) props.push([p, v]);
 }
 
 function joined(f: DataField, codes: string): string | null {
@@ -293,9 +306,19 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
     `${ISO639_1[lang008 ?? ""] ?? lang008 ?? "und"}${link.script ? "-" + link.script : ""}`
       .toLowerCase();
   /** The romanized field's fields plus its vernacular partner, or a standalone 880 as its tag. */
+  // The data fields once, in record order, and by tag (each tag's in record order).
+  const data = dataFields(record);
+  const byTag = new Map<string, DataField[]>();
+  for (const f of data) {
+    const same = byTag.get(f.tag);
+    if (same) same.push(f);
+    else byTag.set(f.tag, [f]);
+  }
+  const tagged = (tag: string): readonly DataField[] => byTag.get(tag) ?? [];
   const fieldsOf = (...tags: string[]) => {
     const out: Array<{ tag: string; field: DataField; vern?: VernacularLink }> = [];
-    for (const f of dataFields(record, ...tags)) {
+    const fields = tags.length === 1 ? tagged(tags[0]!) : data.filter((f) => tags.includes(f.tag));
+    for (const f of fields) {
       const v = partnerOf.get(f);
       out.push(v ? { tag: f.tag, field: f, vern: v } : { tag: f.tag, field: f });
     }
@@ -323,7 +346,8 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
     values.map((v) => [p, v]);
 
   // Titles (Work and Instance carry the same title).
-  const titles: BfNode[] = fieldsOf("245").map((e) =>
+  const f245s = fieldsOf("245");
+  const titles: BfNode[] = f245s.map((e) =>
     node(["Title"], [
       ...many("mainTitle", texts(e, (f) => sub(f, "a"))),
       ...many("subtitle", texts(e, (f) => sub(f, "b"))),
@@ -385,7 +409,7 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
   // Languages.
   const languages = new Set<string>();
   if (lang008) languages.add(lang008);
-  for (const f of dataFields(record, "041")) {
+  for (const f of tagged("041")) {
     for (const a of subfieldValues(f, "a")) {
       for (let i = 0; i + 3 <= a.trim().length; i += 3) {
         const code = a.trim().slice(i, i + 3);
@@ -396,7 +420,7 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
 
   // Classification.
   const classes: BfNode[] = [];
-  for (const f of dataFields(record, "050")) {
+  for (const f of tagged("050")) {
     const a = sub(f, "a");
     if (a) {
       classes.push(node(["ClassificationLcc"], [
@@ -405,14 +429,14 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
       ]));
     }
   }
-  for (const f of dataFields(record, "082")) {
+  for (const f of tagged("082")) {
     const a = sub(f, "a");
     if (a) classes.push(node(["ClassificationDdc"], [["classificationPortion", lit(a)]]));
   }
 
-  const summaries = dataFields(record, "520").map((f) => sub(f, "a")).filter((v) => v !== null)
+  const summaries = tagged("520").map((f) => sub(f, "a")).filter((v) => v !== null)
     .map((v) => node(["Summary"], [["rdfs:label", lit(v)]]));
-  const contents = dataFields(record, "505").map((f) => joined(f, "agrt")).filter((v) => v !== null)
+  const contents = tagged("505").map((f) => joined(f, "agrt")).filter((v) => v !== null)
     .map((v) => node(["TableOfContents"], [["rdfs:label", lit(v)]]));
 
   const work: BfNode = {
@@ -421,26 +445,25 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
       "Work",
       ...(WORK_CLASSES[record.leader[6] ?? ""] ? [WORK_CLASSES[record.leader[6]!]!] : []),
     ],
-    props: [
-      ...titles.map((t): [string, BfValue] => ["title", t]),
-      ...contributions.map((c): [string, BfValue] => ["contribution", c]),
-      ...subjects.map((s): [string, BfValue] => ["subject", s]),
-      ...genres.map((g): [string, BfValue] => ["genreForm", g]),
-      ...[...languages].map((l): [string, BfValue] => ["language", { iri: `${LANGUAGES}${l}` }]),
-      ...classes.map((c): [string, BfValue] => ["classification", c]),
-      ...summaries.map((s): [string, BfValue] => ["summary", s]),
-      ...contents.map((c): [string, BfValue] => ["tableOfContents", c]),
-      ["hasInstance", { iri: instanceIri }],
-    ],
+    props: [],
   };
+  put(work.props, "title", titles);
+  put(work.props, "contribution", contributions);
+  put(work.props, "subject", subjects);
+  put(work.props, "genreForm", genres);
+  for (const l of languages) work.props.push(["language", { iri: `${LANGUAGES}${l}` }]);
+  put(work.props, "classification", classes);
+  put(work.props, "summary", summaries);
+  put(work.props, "tableOfContents", contents);
+  work.props.push(["hasInstance", { iri: instanceIri }]);
 
   // Instance.
   const identifiers: BfNode[] = [];
-  for (const f of dataFields(record, "010")) {
+  for (const f of tagged("010")) {
     const a = subfieldValues(f, "a")[0]?.trim();
     if (a) identifiers.push(node(["Lccn"], [["rdf:value", lit(a)]]));
   }
-  for (const f of dataFields(record, "020")) {
+  for (const f of tagged("020")) {
     for (const a of subfieldValues(f, "a")) {
       const m = /^\s*([0-9Xx][0-9Xx -]*[0-9Xx])\s*(?:\((.*)\))?/.exec(a);
       if (!m || normalizeIsbn(m[1]!) === null) continue;
@@ -450,7 +473,7 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
       ]));
     }
   }
-  for (const f of dataFields(record, "022")) {
+  for (const f of tagged("022")) {
     for (const a of subfieldValues(f, "a")) {
       const issn = normalizeIssn(a);
       if (issn) identifiers.push(node(["Issn"], [["rdf:value", lit(issn)]]));
@@ -486,14 +509,8 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
   }
 
   const notes: BfNode[] = [];
-  const NOTE_TYPES: Record<string, string | null> = {
-    "500": null,
-    "501": "with",
-    "504": "bibliography",
-    "546": "language",
-  };
-  for (const [tag, type] of Object.entries(NOTE_TYPES)) {
-    for (const f of dataFields(record, tag)) {
+  for (const [tag, type] of NOTE_TYPES) {
+    for (const f of tagged(tag)) {
       const a = sub(f, "a");
       if (a) {
         notes.push(node(["Note"], [["rdfs:label", lit(a)], [
@@ -504,8 +521,8 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
     }
   }
 
-  const f300 = dataFields(record, "300");
-  const f245 = fieldsOf("245")[0];
+  const f300 = tagged("300");
+  const f245 = f245s[0];
   const changed = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})/.exec(
     controlValue(record, "005") ?? "",
   );
@@ -515,49 +532,44 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
   const instance: BfNode = {
     iri: instanceIri,
     types: ["Instance", ...(instanceClass ? [instanceClass] : [])],
-    props: [
-      ["instanceOf", { iri: workIri }],
-      ...titles.map((t): [string, BfValue] => ["title", t]),
-      ...identifiers.map((i): [string, BfValue] => ["identifiedBy", i]),
-      ...(f245 ? many("responsibilityStatement", texts(f245, (f) => sub(f, "c"))) : []),
-      ...fieldsOf("250").flatMap((e) => many("editionStatement", texts(e, (f) => joined(f, "ab")))),
-      ...provision.map((p): [string, BfValue] => ["provisionActivity", p]),
-      ...(copyrightDate ? [["copyrightDate", lit(copyrightDate)] as [string, BfValue]] : []),
-      ...f300.flatMap((f) => {
-        const out: Array<[string, BfValue]> = [];
-        const a = joined(f, "a");
-        if (a) out.push(["extent", node(["Extent"], [["rdfs:label", lit(a)]])]);
-        const c = sub(f, "c");
-        if (c) out.push(["dimensions", lit(c)]);
-        return out;
-      }),
-      ...fieldsOf("490").flatMap((e) => many("seriesStatement", texts(e, (f) => joined(f, "av")))),
-      ...notes.map((n): [string, BfValue] => ["note", n]),
-      [
-        "adminMetadata",
-        node(["AdminMetadata"], [
-          [
-            "generationProcess",
-            node(["GenerationProcess"], [[
-              "rdfs:label",
-              lit("Carrel: MARC 21 to BIBFRAME 2.0, privacy-filtered"),
-            ]]),
-          ],
-          [
-            "changeDate",
-            changed
-              ? lit(
-                `${changed[1]}-${changed[2]}-${changed[3]}T${changed[4]}:${changed[5]}:${
-                  changed[6]
-                }`,
-              )
-              : null,
-          ],
-        ]),
-      ],
-      ...itemIris.map((i): [string, BfValue] => ["hasItem", { iri: i }]),
-    ],
+    props: [["instanceOf", { iri: workIri }]],
   };
+  const ip = instance.props;
+  put(ip, "title", titles);
+  put(ip, "identifiedBy", identifiers);
+  if (f245) put(ip, "responsibilityStatement", texts(f245, (f) => sub(f, "c")));
+  for (const e of fieldsOf("250")) put(ip, "editionStatement", texts(e, (f) => joined(f, "ab")));
+  put(ip, "provisionActivity", provision);
+  if (copyrightDate) ip.push(["copyrightDate", lit(copyrightDate)]);
+  for (const f of f300) {
+    const a = joined(f, "a");
+    if (a) ip.push(["extent", node(["Extent"], [["rdfs:label", lit(a)]])]);
+    const c = sub(f, "c");
+    if (c) ip.push(["dimensions", lit(c)]);
+  }
+  for (const e of fieldsOf("490")) put(ip, "seriesStatement", texts(e, (f) => joined(f, "av")));
+  put(ip, "note", notes);
+  ip.push([
+    "adminMetadata",
+    node(["AdminMetadata"], [
+      [
+        "generationProcess",
+        node(["GenerationProcess"], [[
+          "rdfs:label",
+          lit("Carrel: MARC 21 to BIBFRAME 2.0, privacy-filtered"),
+        ]]),
+      ],
+      [
+        "changeDate",
+        changed
+          ? lit(
+            `${changed[1]}-${changed[2]}-${changed[3]}T${changed[4]}:${changed[5]}:${changed[6]}`,
+          )
+          : null,
+      ],
+    ]),
+  ]);
+  for (const i of itemIris) ip.push(["hasItem", { iri: i }]);
 
   const itemNodes: BfNode[] = items.map((item, k) => ({
     iri: itemIris[k]!,
