@@ -328,10 +328,41 @@ export function copyTextValue(field: string): string | null {
 export class CopyTextReader {
   #decoder = new TextDecoder("utf-8", { fatal: true });
   #rest = "";
+  // Bytes appended and not yet cut into lines (copied: a stream may reuse what it handed over).
+  #bytes = new Uint8Array(64 << 10);
+  #size = 0;
 
   /** The complete lines of `chunk` (with what was left of the previous one), as raw fields. */
   lines(chunk: Uint8Array): string[][] {
-    const text = this.#rest + this.#decoder.decode(chunk, { stream: true });
+    this.append(chunk);
+    return this.take();
+  }
+
+  /**
+   * Keeps a copy of `chunk` for the next {@link CopyTextReader.take}: a server sends a row per
+   * message, and decoding many at once costs far less than one by one.
+   */
+  append(chunk: Uint8Array): void {
+    const needed = this.#size + chunk.length;
+    if (needed > this.#bytes.length) {
+      const grown = new Uint8Array(Math.max(needed, this.#bytes.length * 2));
+      grown.set(this.#bytes.subarray(0, this.#size));
+      this.#bytes = grown;
+    }
+    this.#bytes.set(chunk, this.#size);
+    this.#size = needed;
+  }
+
+  /** How many appended bytes wait for {@link CopyTextReader.take}. */
+  get buffered(): number {
+    return this.#size;
+  }
+
+  /** The complete lines of everything appended so far, as raw fields. */
+  take(): string[][] {
+    const decoded = this.#decoder.decode(this.#bytes.subarray(0, this.#size), { stream: true });
+    this.#size = 0;
+    const text = this.#rest === "" ? decoded : this.#rest + decoded;
     const out: string[][] = [];
     let start = 0;
     for (;;) {
@@ -346,7 +377,10 @@ export class CopyTextReader {
 
   /** Fails when the output ended in the middle of a line. */
   end(): void {
-    const tail = this.#rest + this.#decoder.decode();
+    const tail = this.#rest +
+      this.#decoder.decode(this.#bytes.subarray(0, this.#size), { stream: true }) +
+      this.#decoder.decode();
+    this.#size = 0;
     if (tail !== "") throw new Error("COPY output ended in the middle of a line");
   }
 }

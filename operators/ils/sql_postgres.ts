@@ -213,6 +213,8 @@ const wrap = errorWrapper(describePostgresError);
 
 /** Rows queued between the COPY stream and the consumer before the stream is paused. */
 const EXTRACT_QUEUE_ROWS = 2_000;
+/** COPY bytes gathered before they are cut into rows while the consumer is busy. */
+const COPY_TAKE_BYTES = 64 << 10;
 
 /** Longest wait, after an early stop, for a cancelled COPY to finish on the server. */
 const COPY_DRAIN_MS = 10_000;
@@ -509,9 +511,11 @@ async function* copyRows(
   const width = columns.length;
   const valueFrom = transform.value.from;
   const rowFrom = transform.row.from;
-  const onData = (chunk: Uint8Array) => {
+  // Rows arrive a message each: their bytes are gathered and cut into rows COPY_TAKE_BYTES at a
+  // time, or at once when the consumer waits for rows.
+  const parse = () => {
     try {
-      for (const fields of reader.lines(chunk)) {
+      for (const fields of reader.take()) {
         const row: Record<string, unknown> = {};
         for (let i = 0; i < width; i++) {
           const column = columns[i]!;
@@ -528,9 +532,14 @@ async function* copyRows(
         queue.push(rowFrom ? rowFrom(row as never) as Record<string, unknown> : row);
       }
     } catch (err) {
-      failure = err;
+      failure ??= err;
       stream.destroy();
     }
+  };
+  const onData = (chunk: Uint8Array) => {
+    reader.append(chunk);
+    if (reader.buffered < COPY_TAKE_BYTES && wake === undefined) return;
+    parse();
     if (queue.length >= EXTRACT_QUEUE_ROWS) stream.pause();
     wake?.();
   };
@@ -546,6 +555,7 @@ async function* copyRows(
   });
   try {
     for (;;) {
+      if (queue.length === 0 && failure === undefined && reader.buffered > 0) parse();
       if (queue.length > 0) {
         const batch = queue;
         queue = [];
