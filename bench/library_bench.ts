@@ -617,7 +617,7 @@ async function catalogScript(input: string, output: string): Promise<number> {
   const {
     toBibframe,
     bibframeRdfXml,
-    bibframeJsonLdText,
+    bibframeJsonLd,
     JSONLD_CONTEXT,
     RDF_XML_HEADER,
     RDF_XML_FOOTER,
@@ -664,7 +664,8 @@ async function catalogScript(input: string, output: string): Promise<number> {
         ...(record.items ? { items: record.items } : {}),
       });
       rdfBuf += bibframeRdfXml(graph);
-      ldBuf += (linked++ > 0 ? ",\n" : "") + bibframeJsonLdText(graph);
+      ldBuf += (linked++ > 0 ? ",\n" : "") +
+        bibframeJsonLd(graph).map((o) => JSON.stringify(o)).join(",\n");
       await flush(false);
       yield record as never;
     }

@@ -623,28 +623,26 @@ function checkTerms(n: BfNode): void {
 
 const qname = (p: string) => (p.includes(":") ? p : `bf:${p}`);
 
-/** Appends `n` to `out`, one line (ending with a line break) per element. */
-function rdfXmlNode(n: BfNode, indent: string, out: string): string {
-  const el = `bf:${n.types[0]}`;
-  out += `${indent}<${el}${n.iri ? ` rdf:about="${escapeXml(n.iri, true)}"` : ""}>\n`;
+function rdfXmlNode(n: BfNode, indent: string, out: string[]): void {
+  const [first, ...rest] = n.types;
+  const el = `bf:${first}`;
+  out.push(`${indent}<${el}${n.iri ? ` rdf:about="${escapeXml(n.iri, true)}"` : ""}>`);
   const inner = indent + "  ";
-  for (let i = 1; i < n.types.length; i++) {
-    out += `${inner}<rdf:type rdf:resource="${BF}${n.types[i]}"/>\n`;
-  }
+  for (const t of rest) out.push(`${inner}<rdf:type rdf:resource="${BF}${t}"/>`);
   for (const [p, v] of n.props) {
     const q = qname(p);
     if (isLiteral(v)) {
       const lang = v.lang ? ` xml:lang="${escapeXml(v.lang, true)}"` : "";
-      out += `${inner}<${q}${lang}>${escapeXml(v.literal, false)}</${q}>\n`;
+      out.push(`${inner}<${q}${lang}>${escapeXml(v.literal, false)}</${q}>`);
     } else if (isNode(v)) {
-      out += `${inner}<${q}>\n`;
-      out = rdfXmlNode(v, inner + "  ", out);
-      out += `${inner}</${q}>\n`;
+      out.push(`${inner}<${q}>`);
+      rdfXmlNode(v, inner + "  ", out);
+      out.push(`${inner}</${q}>`);
     } else {
-      out += `${inner}<${q} rdf:resource="${escapeXml(v.iri, true)}"/>\n`;
+      out.push(`${inner}<${q} rdf:resource="${escapeXml(v.iri, true)}"/>`);
     }
   }
-  return out + `${indent}</${el}>\n`;
+  out.push(`${indent}</${el}>`);
 }
 
 /** The opening of an RDF/XML document for {@linkcode bibframeRdfXml} bodies. */
@@ -667,9 +665,9 @@ export const RDF_XML_FOOTER = "</rdf:RDF>\n";
  * ```
  */
 export function bibframeRdfXml(nodes: readonly BfNode[]): string {
-  let out = "";
-  for (const n of nodes) out = rdfXmlNode(n, "  ", out);
-  return out;
+  const out: string[] = [];
+  for (const n of nodes) rdfXmlNode(n, "  ", out);
+  return out.join("\n") + "\n";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -709,67 +707,4 @@ function jsonLdNode(n: BfNode): Record<string, unknown> {
  */
 export function bibframeJsonLd(nodes: readonly BfNode[]): Record<string, unknown>[] {
   return nodes.map(jsonLdNode);
-}
-
-/** `JSON.stringify(s)`: quoted as is when nothing in `s` needs an escape (the usual case). */
-function jsonString(s: string): string {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) {
-      return JSON.stringify(s);
-    }
-  }
-  return `"${s}"`;
-}
-
-/** The JSON text of one value of {@linkcode jsonLdValue}, as `JSON.stringify` writes it. */
-function jsonLdValueText(v: BfValue): string {
-  if (isLiteral(v)) {
-    return v.lang
-      ? `{"@value":${jsonString(v.literal)},"@language":${jsonString(v.lang)}}`
-      : jsonString(v.literal);
-  }
-  if (isNode(v)) return jsonLdNodeText(v);
-  return `{"@id":${jsonString(v.iri)}}`;
-}
-
-/** `JSON.stringify(jsonLdNode(n))`, written directly (no intermediate objects). */
-function jsonLdNodeText(n: BfNode): string {
-  let out = n.iri ? `{"@id":${jsonString(n.iri)},"@type":[` : `{"@type":[`;
-  for (let i = 0; i < n.types.length; i++) {
-    out += (i > 0 ? "," : "") + jsonString(`bf:${n.types[i]}`);
-  }
-  out += "]";
-  // A key's values gathered under its first appearance, as jsonLdNode's arrays are.
-  const props = n.props;
-  const keys: string[] = [];
-  for (let i = 0; i < props.length; i++) keys.push(qname(props[i]![0]));
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i]!;
-    if (keys.indexOf(key) < i) continue;
-    out += `,${jsonString(key)}:[${jsonLdValueText(props[i]![1])}`;
-    for (let j = i + 1; j < keys.length; j++) {
-      if (keys[j] === key) out += "," + jsonLdValueText(props[j]![1]);
-    }
-    out += "]";
-  }
-  return out + "}";
-}
-
-/**
- * One record's nodes as the text of their JSON-LD node objects separated by `,\n`: the same text
- * as `bibframeJsonLd(nodes).map((o) => JSON.stringify(o)).join(",\n")`, without building the
- * objects.
- *
- * @example
- * ```ts
- * import { bibframeJsonLdText, toBibframe } from "./bibframe.ts";
- * const nodes = toBibframe({ leader: "00000nam a2200000   4500", fields: [] }, { id: "b1" });
- * const text = bibframeJsonLdText(nodes); // '{"@id":"http://example.org/b1#Work",...'
- * ```
- */
-export function bibframeJsonLdText(nodes: readonly BfNode[]): string {
-  let out = "";
-  for (let i = 0; i < nodes.length; i++) out += (i > 0 ? ",\n" : "") + jsonLdNodeText(nodes[i]!);
-  return out;
 }

@@ -32,7 +32,7 @@ import {
   toMarcXml,
 } from "./mod.ts";
 import {
-  bibframeJsonLdText,
+  bibframeJsonLd,
   bibframeRdfXml,
   JSONLD_CONTEXT,
   RDF_XML_FOOTER,
@@ -665,7 +665,8 @@ export async function writeBibframeFiles(
         ...(record.items ? { items: record.items } : {}),
       });
       await rdf.write(bibframeRdfXml(graph));
-      await jsonld.write((written > 0 ? ",\n" : "") + bibframeJsonLdText(graph));
+      const objects = bibframeJsonLd(graph).map((o) => JSON.stringify(o)).join(",\n");
+      await jsonld.write((written > 0 ? ",\n" : "") + objects);
       written++;
       nodes += graph.length;
     }

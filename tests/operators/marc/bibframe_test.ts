@@ -19,12 +19,9 @@ import {
 } from "../../../operators/mod.ts";
 import {
   type BfNode,
-  bibframeJsonLd,
-  bibframeJsonLdText,
   bibframeRdfXml,
   type DataField,
   type MarcRecord,
-  toBibframe,
 } from "../../../operators/marc/mod.ts";
 import { fixtureRecord } from "../../../fixtures/marc.ts";
 import { withTmpDir } from "../../test_utils.ts";
@@ -361,7 +358,7 @@ Deno.test("BIBFRAME RDF/XML and JSON-LD parse back to the same graph of BIBFRAME
   assert.equal(tagged("Khudozhestvennai͡a literatura")?.language, "");
 });
 
-/** Hand-made nodes: no IRI, a language tag, a key repeated apart, text that JSON and XML escape. */
+/** Hand-made nodes: no IRI, a language tag, a key repeated apart, text that XML escapes. */
 const TRICKY: BfNode[] = [
   {
     iri: 'http://example.org/a"b<c>&d#Work',
@@ -377,18 +374,6 @@ const TRICKY: BfNode[] = [
   },
   { types: ["Instance"], props: [] },
 ];
-
-Deno.test("bibframeJsonLdText writes what JSON.stringify writes of bibframeJsonLd's objects", () => {
-  const graphs: BfNode[][] = [TRICKY, toBibframe(leakyRecord(), { id: "x/1 ?" })];
-  for (let i = 1; i <= 300; i++) {
-    const record = catalog(fixtureRecord(i, 5, { vernacularEvery: 4 }), "marc21");
-    graphs.push(toBibframe(record.marc, { id: record.id, items: record.items ?? [] }));
-  }
-  for (const nodes of graphs) {
-    const expected = bibframeJsonLd(nodes).map((o) => JSON.stringify(o)).join(",\n");
-    assert.equal(bibframeJsonLdText(nodes), expected);
-  }
-});
 
 Deno.test("bibframeRdfXml lays out nested nodes, types, languages and escapes line by line", () => {
   assert.equal(
