@@ -43,6 +43,13 @@ export interface TokenizeOptions extends Omit<TaskOptions, "zone" | "env"> {
 const CHUNK_RECORDS = 1024;
 
 /**
+ * Tokens remembered per field within one attempt (raw value to token; emptied when full): a
+ * patron's id comes back with each of their loans, and its HMAC is the same every time. Only in
+ * the memory of the task, like the records themselves.
+ */
+export const TOKEN_CACHE_ENTRIES = 65_536;
+
+/**
  * Builds output records as `{ ...record }` followed by, per field, `delete` of a renamed field and
  * an assignment of its token would (same keys, same order), without `delete`: that turns every
  * record into a dictionary-mode object, slow for this task and for every later one.
@@ -153,6 +160,7 @@ export function tokenize(options: TokenizeOptions): TaskSpec {
       const counts = { records: 0, tokens: 0, nulls: 0 };
       const nullFields = new Map<string, number>();
       const shape = outputShape(fields, rename);
+      const remembered = fields.map(() => new Map<string, string>());
       /** Tokenizes a chunk: values checked in record order, tokens computed per field in one batch. */
       async function tokenizeChunk(chunk: Record<string, unknown>[]) {
         const texts: string[][] = fields.map(() => []);
@@ -186,10 +194,27 @@ export function tokenize(options: TokenizeOptions): TaskSpec {
           }
         }
         for (let f = 0; f < fields.length; f++) {
-          const batch = tokenizer.tokens(texts[f]!);
+          const list = texts[f]!;
           const rows = at[f]!;
-          for (let i = 0; i < batch.length; i++) tokens[f]![rows[i]!] = batch[i]!;
-          counts.tokens += batch.length;
+          const out = tokens[f]!;
+          const cache = remembered[f]!;
+          const missing: string[] = [];
+          const missingAt: number[] = [];
+          for (let i = 0; i < list.length; i++) {
+            const known = cache.get(list[i]!);
+            if (known !== undefined) out[rows[i]!] = known;
+            else {
+              missing.push(list[i]!);
+              missingAt.push(rows[i]!);
+            }
+          }
+          const batch = tokenizer.tokens(missing);
+          for (let i = 0; i < batch.length; i++) {
+            out[missingAt[i]!] = batch[i]!;
+            if (cache.size >= TOKEN_CACHE_ENTRIES) cache.clear();
+            cache.set(missing[i]!, batch[i]!);
+          }
+          counts.tokens += list.length;
         }
         if (fromTokenizer && crosswalkWriter) {
           for (let r = 0; r < chunk.length; r++) {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { task } from "../../core/mod.ts";
 import { tokenize } from "../../operators/mod.ts";
+import { TOKEN_CACHE_ENTRIES } from "../../operators/privacy/tokenize.ts";
 import { withTmpDir } from "../test_utils.ts";
 import { hmac, KEY, KEY_ENV, run } from "./run_helpers.ts";
 
@@ -32,9 +33,17 @@ Deno.test("tokenize: batched tokens and records built without delete match the r
     r.tail = true;
     records.push(r);
   }
-  const fields = ["patron_id", "cardnumber"];
+  await matchesReference(dir.path, records, ["patron_id", "cardnumber"]);
+});
+
+/** Tokenizes `records` (`patron_id` renamed to `patron_token`) and checks each against the reference. */
+async function matchesReference(
+  home: string,
+  records: Record<string, unknown>[],
+  fields: string[],
+): Promise<void> {
   const rename = { patron_id: "patron_token" };
-  const result = await run(dir.path, {
+  const result = await run(home, {
     extract: task({ zone: "enclave", run: () => records }),
     tokens: tokenize({ after: ["extract"], fields, rename, env: KEY_ENV }),
   });
@@ -46,7 +55,7 @@ Deno.test("tokenize: batched tokens and records built without delete match the r
     assert.deepEqual(Object.keys(out[i]!), Object.keys(want), `key order of record ${i + 1}`);
     assert.deepEqual(out[i], want, `record ${i + 1}`);
   }
-});
+}
 
 Deno.test("tokenize: a bad value names the first record in input order, even past a chunk boundary", async () => {
   await using dir = await withTmpDir();
@@ -61,4 +70,16 @@ Deno.test("tokenize: a bad value names the first record in input order, even pas
   assert.equal(result.state, "failed");
   const t = result.tasks.find((x) => x.taskId === "tokens")!;
   assert.match(t.error ?? "", /field "b" of record 301: expected a string or number, got an array/);
+});
+
+Deno.test("tokenize: remembered tokens match fresh ones, past the memory's size and across chunks", async () => {
+  await using dir = await withTmpDir();
+  // More distinct values than are remembered, each coming back (a patron's next loans).
+  const distinct = TOKEN_CACHE_ENTRIES + 3_000;
+  const records: Record<string, unknown>[] = [];
+  for (let i = 0; i < distinct + 6_000; i++) {
+    const v = i < distinct ? i : (i * 7919) % distinct;
+    records.push({ patron_id: i % 2 ? `P${v}` : v, other: i % 5 ? `O${v % 300}` : null });
+  }
+  await matchesReference(dir.path, records, ["patron_id", "other"]);
 });
