@@ -40,7 +40,7 @@ import {
 import {
   controlValue,
   type DataField,
-  dataFields,
+  indexDataFields,
   type MarcRecord,
   subfieldValues,
 } from "./record.ts";
@@ -306,18 +306,12 @@ export function toBibframe(record: MarcRecord, options: ToBibframeOptions): BfNo
     `${ISO639_1[lang008 ?? ""] ?? lang008 ?? "und"}${link.script ? "-" + link.script : ""}`
       .toLowerCase();
   /** The romanized field's fields plus its vernacular partner, or a standalone 880 as its tag. */
-  // The data fields once, in record order, and by tag (each tag's in record order).
-  const data = dataFields(record);
-  const byTag = new Map<string, DataField[]>();
-  for (const f of data) {
-    const same = byTag.get(f.tag);
-    if (same) same.push(f);
-    else byTag.set(f.tag, [f]);
-  }
-  const tagged = (tag: string): readonly DataField[] => byTag.get(tag) ?? [];
+  // The data fields once (one pass over the record, not one per tag).
+  const index = indexDataFields(record);
+  const tagged = index.tagged;
   const fieldsOf = (...tags: string[]) => {
     const out: Array<{ tag: string; field: DataField; vern?: VernacularLink }> = [];
-    const fields = tags.length === 1 ? tagged(tags[0]!) : data.filter((f) => tags.includes(f.tag));
+    const fields = tags.length === 1 ? tagged(tags[0]!) : index.anyOf(tags);
     for (const f of fields) {
       const v = partnerOf.get(f);
       out.push(v ? { tag: f.tag, field: f, vern: v } : { tag: f.tag, field: f });

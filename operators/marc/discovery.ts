@@ -9,6 +9,7 @@ import {
   controlValue,
   type DataField,
   dataFields,
+  indexDataFields,
   type MarcRecord,
   subfieldValues,
 } from "./record.ts";
@@ -281,7 +282,7 @@ function yearFrom(s: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
-function firstYear(fields: DataField[]): number | null {
+function firstYear(fields: readonly DataField[]): number | null {
   for (const f of fields) {
     for (const c of subfieldValues(f, "c")) {
       const y = yearFrom(c);
@@ -314,35 +315,36 @@ function uniq(values: string[]): string[] {
  */
 export function toDiscovery(record: MarcRecord, opts: ToDiscoveryOptions = {}): DiscoveryDocument {
   const id = controlValue(record, "001")?.trim() || null;
-  const f245 = dataFields(record, "245")[0];
+  const index = indexDataFields(record);
+  const f245 = index.tagged("245")[0];
   const title = f245 ? titleOf(f245) : null;
   const creators = uniq(
-    dataFields(record, ...CREATOR_TAGS).flatMap((f) => subfieldValues(f, "a").map(trimIsbd)),
+    index.anyOf(CREATOR_TAGS).flatMap((f) => subfieldValues(f, "a").map(trimIsbd)),
   );
   const isbns = uniq(
-    dataFields(record, "020").flatMap((f) => subfieldValues(f, "a")).map(normalizeIsbn).filter((
+    index.tagged("020").flatMap((f) => subfieldValues(f, "a")).map(normalizeIsbn).filter((
       v,
     ): v is string => v !== null),
   );
   let issn: string | null = null;
-  for (const f of dataFields(record, "022")) {
+  for (const f of index.tagged("022")) {
     for (const a of subfieldValues(f, "a")) {
       issn ??= normalizeIssn(a);
     }
   }
   const f008 = controlValue(record, "008") ?? "";
-  const f264 = dataFields(record, "264");
+  const f264 = index.tagged("264");
   let year = firstYear(f264.filter((f) => f.ind2 === "1")) ?? firstYear(f264) ??
-    firstYear(dataFields(record, "260"));
+    firstYear(index.tagged("260"));
   if (year === null && /^\d{4}$/.test(f008.slice(7, 11))) year = Number(f008.slice(7, 11));
   let language: string | null = null;
   const lang008 = f008.slice(35, 38);
   if (/^[a-z]{3}$/.test(lang008)) language = lang008;
   else {
-    const a041 = dataFields(record, "041").flatMap((f) => subfieldValues(f, "a"))[0];
+    const a041 = index.tagged("041").flatMap((f) => subfieldValues(f, "a"))[0];
     if (a041 && /^[a-z]{3}/.test(a041.trim())) language = a041.trim().slice(0, 3);
   }
-  const subjects = uniq(dataFields(record, ...SUBJECT_TAGS).map(headingOf));
+  const subjects = uniq(index.anyOf(SUBJECT_TAGS).map(headingOf));
   const vernacular = vernacularForms(record);
   return {
     id,

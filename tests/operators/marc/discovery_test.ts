@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import {
   countHoldings,
   type DataField,
+  dataFields,
   formatOf,
+  indexDataFields,
   type MarcRecord,
   normalizeIsbn,
   normalizeIssn,
@@ -169,4 +171,28 @@ Deno.test("trimIsbd trims like its regular-expression definition, every whitespa
   for (const s of fixed) {
     assert.equal(trimIsbd(s), trimIsbdByRegex(s));
   }
+});
+
+Deno.test("indexDataFields finds the fields dataFields finds, in record order", () => {
+  const record: MarcRecord = {
+    leader: "00000nam a2200000   4500",
+    fields: [
+      { tag: "001", value: "b1" },
+      df("650", "0", "a", "x"),
+      df("100", " ", "a", "y"),
+      df("650", "7", "a", "z"),
+      { tag: "005", value: "2024" },
+      df("700", " ", "a", "w"),
+      df("110", " ", "a", "v"),
+    ],
+  };
+  const index = indexDataFields(record);
+  assert.deepEqual(index.all, dataFields(record));
+  for (const tag of ["650", "100", "001", "999"]) {
+    assert.deepEqual(index.tagged(tag), dataFields(record, tag));
+  }
+  for (const tags of [["100", "110", "700"], ["650", "001"], []]) {
+    assert.deepEqual(index.anyOf(tags), dataFields(record, ...tags).filter(() => tags.length > 0));
+  }
+  assert.equal(index.tagged("650")[1], record.fields[3]);
 });
