@@ -18,6 +18,9 @@
  * The ILS and warehouse are PostgreSQL (`CARREL_BENCH_DATABASE_URL`, else
  * `CARREL_TEST_DATABASE_URL`), else PGlite data directories.
  *
+ * The catalog metrics alone: `deno run -A --unstable-worker-options bench/library_bench.ts catalog
+ * [--quick]`.
+ *
  * The circulation metrics alone, at any size (the 10M memory run with `--big`):
  * `deno run -A --unstable-worker-options bench/library_bench.ts circulation --rows 1000000
  * [--rounds N] [--big]`, or `CARREL_BENCH_CIRCULATIONS=1000000 deno task bench library`.
@@ -932,20 +935,28 @@ if (import.meta.main) {
     const i = Deno.args.indexOf(name);
     return i >= 0 ? Number(Deno.args[i + 1]) : undefined;
   };
-  let metrics: Metric[];
-  if (Deno.args.includes("circulation")) {
+  /** Runs `bench` with a temporary folder, removed afterwards. */
+  const inTmp = async (bench: (tmp: string) => Promise<Metric[]>): Promise<Metric[]> => {
     const tmp = await Deno.makeTempDir({ prefix: "carrel-library-bench-" });
     try {
-      const rows = flag("--rows");
-      const rounds = flag("--rounds");
-      metrics = await circulationBench(quick, tmp, {
-        ...(rows === undefined ? {} : { rows }),
-        ...(rounds === undefined ? {} : { rounds }),
-        big: Deno.args.includes("--big"),
-      });
+      return await bench(tmp);
     } finally {
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     }
+  };
+  let metrics: Metric[];
+  if (Deno.args.includes("catalog")) {
+    metrics = await inTmp((tmp) => catalogBench(quick, tmp));
+  } else if (Deno.args.includes("circulation")) {
+    const rows = flag("--rows");
+    const rounds = flag("--rounds");
+    metrics = await inTmp((tmp) =>
+      circulationBench(quick, tmp, {
+        ...(rows === undefined ? {} : { rows }),
+        ...(rounds === undefined ? {} : { rounds }),
+        big: Deno.args.includes("--big"),
+      })
+    );
   } else {
     metrics = await benchLibrary({ quick });
   }
